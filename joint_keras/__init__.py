@@ -1,0 +1,7 @@
+"""joint_keras: train several Keras models jointly, with `fit()`."""
+
+from joint_keras.joint_model import JointModel
+
+__version__ = "0.1.0"
+
+__all__ = ["JointModel"]

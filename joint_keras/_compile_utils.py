@@ -1,0 +1,280 @@
+"""Per-submodel loss and metric containers used by `JointModel.compile()`.
+
+Each submodel gets Keras's own `CompileLoss` and `CompileMetrics`, so a
+submodel's `loss` and `metrics` entries mean exactly what they mean in
+`keras.Model.compile()`. The containers here only split targets and sample
+weights by submodel, apply the loss weights, and name the logs.
+"""
+
+import math
+
+import keras
+from keras import ops
+from keras import tree
+
+from joint_keras._keras_private import CompileLoss
+from joint_keras._keras_private import CompileMetrics
+from joint_keras._keras_private import unscale_loss_for_distribution
+
+
+def _format_names(names):
+    return "[" + ", ".join(repr(n) for n in names) + "]"
+
+
+def check_keys(mapping, names, argument):
+    """Raises `ValueError` if a key of the dict `mapping` names no submodel."""
+    unknown = [key for key in mapping if key not in names]
+    if unknown:
+        raise ValueError(
+            f"`{argument}` has keys that name no submodel: "
+            f"{_format_names(unknown)}. Submodels are "
+            f"{_format_names(names)}. Received: {argument}={mapping!r}"
+        )
+
+
+def per_submodel(value, names, argument):
+    """Spreads a compile argument over the submodels.
+
+    A dict must be keyed by submodel names (missing names get `None`);
+    anything else applies to every submodel.
+    """
+    if isinstance(value, dict):
+        check_keys(value, names, argument)
+        return {name: value.get(name) for name in names}
+    return {name: value for name in names}
+
+
+def standardize_loss_weights(loss_weights, losses, names):
+    """Returns a dict of validated float loss weights, one per submodel.
+
+    Args:
+        loss_weights: `None`, a number applied to every submodel, a list or
+            tuple in submodel order, or a dict keyed by submodel name
+            (missing names get 1.0).
+        losses: Dict of the resolved loss identifier per submodel.
+        names: List of submodel names.
+
+    Returns:
+        Dict mapping each submodel name to a float.
+    """
+    if loss_weights is None:
+        weights = {}
+    elif isinstance(loss_weights, dict):
+        check_keys(loss_weights, names, "loss_weights")
+        weights = dict(loss_weights)
+    elif isinstance(loss_weights, (list, tuple)):
+        if len(loss_weights) != len(names):
+            raise ValueError(
+                "`loss_weights` given as a list must have one entry per "
+                f"submodel ({len(names)}: {_format_names(names)}). "
+                f"Received: loss_weights={loss_weights!r}"
+            )
+        weights = dict(zip(names, loss_weights))
+    else:
+        weights = {name: loss_weights for name in names}
+
+    for name, weight in weights.items():
+        if isinstance(weight, bool) or not isinstance(
+            weight, (int, float)
+        ):
+            raise TypeError(
+                f"`loss_weights` must be numbers; the weight of submodel "
+                f"{name!r} is {weight!r} of type {type(weight).__name__}. "
+                f"Received: loss_weights={loss_weights!r}"
+            )
+        if not math.isfinite(weight) or weight < 0:
+            raise ValueError(
+                "`loss_weights` must be non-negative and finite; the weight "
+                f"of submodel {name!r} is {weight!r}. "
+                f"Received: loss_weights={loss_weights!r}"
+            )
+        if losses.get(name) is None and isinstance(loss_weights, dict):
+            raise ValueError(
+                f"`loss_weights` gives a weight to submodel {name!r}, but "
+                f"`loss` gives it no loss. Received: loss_weights="
+                f"{loss_weights!r}"
+            )
+    return {name: float(weights.get(name, 1.0)) for name in names}
+
+
+def split_by_submodel(value, names, argument):
+    """Splits `y` or `sample_weight` into a dict keyed by submodel name.
+
+    A dict is taken as keyed by submodel name: submodels absent from it get
+    nothing. Anything else (a tensor, or a tuple for a multi-output
+    submodel) is shared by every submodel. `None` gives an empty dict.
+    """
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        check_keys(value, names, argument)
+        return {name: value[name] for name in names if name in value}
+    return {name: value for name in names}
+
+
+def _batch_size(y_pred):
+    return ops.shape(tree.flatten(y_pred)[0])[0]
+
+
+class LossTrackers(keras.metrics.Metric):
+    """One `Mean` per submodel loss, logged as `{name}_loss`.
+
+    Only the submodels that had targets in the step being traced are
+    reported, so a submodel trained without targets does not log a stale
+    or zero loss.
+    """
+
+    def __init__(self, names):
+        super().__init__(name="submodel_losses")
+        self._means = {
+            name: keras.metrics.Mean(name=f"{name}_loss") for name in names
+        }
+        self.active = tuple(names)
+
+    @property
+    def variables(self):
+        return [v for m in self._means.values() for v in m.variables]
+
+    def update_state(self, name, value, batch_size):
+        self._means[name].update_state(value, sample_weight=batch_size)
+
+    def reset_state(self):
+        for mean in self._means.values():
+            mean.reset_state()
+
+    def result(self):
+        return {
+            mean.name: mean.result()
+            for name, mean in self._means.items()
+            if name in self.active
+        }
+
+
+class SubmodelLosses(keras.losses.Loss):
+    """Weighted sum of per-submodel losses, with a `{name}_loss` tracker each.
+
+    Args:
+        losses: Dict mapping submodel name to a Keras loss identifier (as
+            accepted by `keras.Model.compile(loss=...)`), or `None`.
+        loss_weights: Dict mapping submodel name to a float.
+    """
+
+    def __init__(self, losses, loss_weights):
+        super().__init__(name="joint_loss")
+        self.names = list(losses)
+        self.loss_weights = dict(loss_weights)
+        self._losses = {
+            name: CompileLoss(loss)
+            for name, loss in losses.items()
+            if loss is not None
+        }
+        self._trackers = LossTrackers(list(self._losses))
+        # Nothing to build: the per-submodel `CompileLoss` build themselves.
+        self.built = True
+
+    @property
+    def metrics(self):
+        return [self._trackers]
+
+    @property
+    def variables(self):
+        return self._trackers.variables
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        return self.call(y_true, y_pred, sample_weight)
+
+    def call(self, y_true, y_pred, sample_weight=None):
+        targets = split_by_submodel(y_true, self.names, "y")
+        sample_weights = split_by_submodel(
+            sample_weight, self.names, "sample_weight"
+        )
+        active = [name for name in self._losses if name in targets]
+        self._trackers.active = tuple(active)
+        total = None
+        for name in active:
+            value = self._losses[name](
+                targets[name], y_pred[name], sample_weights.get(name)
+            )
+            self._trackers.update_state(
+                name,
+                unscale_loss_for_distribution(value),
+                _batch_size(y_pred[name]),
+            )
+            value = value * self.loss_weights[name]
+            total = value if total is None else total + value
+        return total
+
+
+class SubmodelMetrics(keras.metrics.Metric):
+    """Keras `CompileMetrics` per submodel, logged as `{name}_{metric}`.
+
+    A submodel's metrics are built the first time it has targets (Keras
+    builds them symbolically before the first step of `fit()`/`evaluate()`
+    while `built` is False), and reported only while it has targets.
+
+    Args:
+        metrics: Dict mapping submodel name to metrics as accepted by
+            `keras.Model.compile(metrics=...)` for a single model, or `None`.
+        weighted_metrics: Same, for metrics weighted by `sample_weight`.
+    """
+
+    def __init__(self, metrics, weighted_metrics):
+        super().__init__(name="compile_metrics")
+        self.names = list(metrics)
+        self._per_submodel = {}
+        for name in self.names:
+            m, wm = metrics[name], weighted_metrics[name]
+            if m or wm:
+                self._per_submodel[name] = CompileMetrics(
+                    _as_list(m), _as_list(wm), name=f"{name}_metrics"
+                )
+        self.active = tuple(self._per_submodel)
+
+    @property
+    def built(self):
+        return all(cm.built for cm in self._per_submodel.values())
+
+    @built.setter
+    def built(self, value):
+        # `keras.metrics.Metric.__init__` sets it; the property derives it.
+        pass
+
+    @property
+    def metrics(self):
+        return [
+            m for cm in self._per_submodel.values() if cm.built
+            for m in cm.metrics
+        ]
+
+    @property
+    def variables(self):
+        return [v for cm in self._per_submodel.values() for v in cm.variables]
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        targets = split_by_submodel(y_true, self.names, "y")
+        sample_weights = split_by_submodel(
+            sample_weight, self.names, "sample_weight"
+        )
+        active = [name for name in self._per_submodel if name in targets]
+        self.active = tuple(active)
+        for name in active:
+            self._per_submodel[name].update_state(
+                targets[name], y_pred[name], sample_weights.get(name)
+            )
+
+    def reset_state(self):
+        for compile_metrics in self._per_submodel.values():
+            compile_metrics.reset_state()
+
+    def result(self):
+        results = {}
+        for name in self.active:
+            for key, value in self._per_submodel[name].result().items():
+                results[f"{name}_{key}"] = value
+        return results
+
+
+def _as_list(metrics):
+    if metrics is None or isinstance(metrics, (list, tuple, dict)):
+        return metrics
+    return [metrics]

@@ -1,0 +1,15 @@
+"""The only module that imports private Keras machinery.
+
+`JointModel` reuses Keras's own per-output loss and metric containers, so that
+a submodel's `loss` and `metrics` behave exactly as they would in
+`keras.Model.compile()` (string resolution such as `"accuracy"` and `"ce"`,
+nested outputs, sample weights, distribution scaling). Keras does not export
+them publicly; keeping every `keras.src` import here means a Keras release
+that moves them breaks one file.
+"""
+
+from keras.src.losses.loss import unscale_loss_for_distribution
+from keras.src.trainers.compile_utils import CompileLoss
+from keras.src.trainers.compile_utils import CompileMetrics
+
+__all__ = ["CompileLoss", "CompileMetrics", "unscale_loss_for_distribution"]

@@ -1,0 +1,293 @@
+"""`JointModel`: several Keras models trained together as one Keras model."""
+
+import types
+
+import keras
+
+from joint_keras import _compile_utils
+
+# A submodel name `n` logs `n_loss`; validation logs prefix `val_`, so these
+# names would collide with validation logs of the total or of another model.
+_RESERVED_PREFIX = "val"
+
+
+@keras.saving.register_keras_serializable(package="joint_keras")
+class JointModel(keras.Model):
+    """Trains several Keras models jointly on a weighted shared objective.
+
+    `JointModel` wraps a dict of submodels into one `keras.Model`, so joint
+    training keeps `compile()`, `fit()`, `evaluate()`, `predict()`,
+    callbacks, and the Keras training loop of every backend. The submodels
+    are the same objects you pass in; they are trained in place.
+
+    On each step, every submodel gets the input (or its own entry of a dict
+    input keyed by submodel name), and the optimizer minimizes
+
+    `loss = sum(loss_weights[name] * loss[name](y[name], y_pred[name]))`
+    `       + regularization losses of all submodels`
+
+    with one gradient of the total over the deduplicated trainable variables:
+    a layer or variable shared by several submodels is updated exactly once
+    per step, with the gradient of the whole objective.
+
+    Logs (History, progress bar, callbacks) carry:
+
+    - `loss`: the weighted total, regularization included.
+    - `{name}_loss`: the unweighted loss of submodel `name`.
+    - `{name}_{metric}`: each metric compiled for submodel `name`.
+
+    and their `val_` twins on validation data.
+
+    Args:
+        submodels: Dict mapping a name to a `keras.Model`, or a list of
+            models named by their `.name`. Names are strings; a name may
+            not be `"val"` or start with `"val_"` (it would collide with
+            validation logs).
+        **kwargs: Passed to `keras.Model` (for example `name`).
+
+    Example:
+
+    ```python
+    model = jk.JointModel({"model1": m1, "model2": m2})
+    model.compile(
+        optimizer="adam",
+        loss={"model1": "mse", "model2": "mae"},
+        loss_weights={"model1": 0.7, "model2": 0.3},
+        metrics={"model1": ["mae"], "model2": ["mse"]},
+    )
+    model.fit(x, y, epochs=3, validation_split=0.2)
+    predictions = model.predict(x)  # {"model1": array, "model2": array}
+    ```
+    """
+
+    def __init__(self, submodels, **kwargs):
+        super().__init__(**kwargs)
+        self._submodels = _standardize_submodels(submodels)
+
+    @property
+    def submodels(self):
+        """Read-only dict of the wrapped models, keyed by name."""
+        return types.MappingProxyType(dict(self._submodels))
+
+    def call(self, inputs, training=None):
+        inputs = self._route_inputs(inputs)
+        outputs = {}
+        for name, model in self._submodels.items():
+            try:
+                outputs[name] = model(inputs[name], training=training)
+            except ValueError as error:
+                raise ValueError(
+                    f"Submodel {name!r} could not be called on its input."
+                    f"{self._shared_layers_hint(name)}\n{error}"
+                ) from error
+        return outputs
+
+    def _shared_layers_hint(self, name):
+        shared = {
+            layer.name: owners
+            for layer, owners in _shared_layers(self._submodels).items()
+            if name in owners
+        }
+        if not shared:
+            return ""
+        return (
+            " It shares layers with other submodels "
+            f"(layer: submodels) {shared}; a shared layer must receive "
+            "inputs of the same shape from every submodel that uses it."
+        )
+
+    def _route_inputs(self, inputs):
+        names = list(self._submodels)
+        if isinstance(inputs, dict):
+            keys = set(inputs)
+            if keys == set(names):
+                return inputs
+            if keys & set(names):
+                missing = [n for n in names if n not in keys]
+                raise ValueError(
+                    "When `x` is a dict keyed by submodel name, it needs one "
+                    f"entry per submodel; missing: {missing}. To give the "
+                    "same dict input to every submodel, use keys that name "
+                    f"no submodel. Submodels are {names}. Received keys: "
+                    f"{sorted(keys)}"
+                )
+        return {name: inputs for name in names}
+
+    def compile(
+        self,
+        optimizer="rmsprop",
+        loss=None,
+        loss_weights=None,
+        metrics=None,
+        weighted_metrics=None,
+        run_eagerly=False,
+        steps_per_execution=1,
+        jit_compile="auto",
+        auto_scale_loss=True,
+    ):
+        """Configures the joint model for training.
+
+        Args:
+            optimizer: String (name of optimizer) or optimizer instance; it
+                updates the trainable variables of all submodels.
+            loss: A Keras loss (string, function or `keras.losses.Loss`)
+                for every submodel, or a dict mapping submodel names to
+                losses. Submodels absent from the dict get no supervised
+                loss.
+            loss_weights: Optional number for every submodel, list in
+                submodel order, or dict mapping submodel names to
+                non-negative finite numbers. Defaults to 1.0 each.
+            metrics: Metrics for every submodel (a list, as in
+                `keras.Model.compile`), or a dict mapping submodel names to
+                lists of metrics. Logged as `{name}_{metric}`.
+            weighted_metrics: Same as `metrics`, weighted by `sample_weight`.
+            run_eagerly: Bool. If `True`, the step is not compiled.
+            steps_per_execution: Int. Batches run per compiled call.
+            jit_compile: Bool or `"auto"`, as in `keras.Model.compile`.
+            auto_scale_loss: Bool. Wrap the optimizer in a
+                `LossScaleOptimizer` under the `"mixed_float16"` policy.
+
+        Raises:
+            ValueError: If a dict key names no submodel, or a loss weight
+                is negative or not finite.
+            TypeError: If a loss weight is not a number.
+        """
+        names = list(self._submodels)
+        losses = _compile_utils.per_submodel(loss, names, "loss")
+        weights = _compile_utils.standardize_loss_weights(
+            loss_weights, losses, names
+        )
+        metrics_by_name = _compile_utils.per_submodel(
+            metrics, names, "metrics"
+        )
+        weighted_by_name = _compile_utils.per_submodel(
+            weighted_metrics, names, "weighted_metrics"
+        )
+        super().compile(
+            optimizer=optimizer,
+            run_eagerly=run_eagerly,
+            steps_per_execution=steps_per_execution,
+            jit_compile=jit_compile,
+            auto_scale_loss=auto_scale_loss,
+        )
+        # Keras's own training steps call `self._compile_loss` inside
+        # `compute_loss`, build both containers before the first step, and
+        # list their trackers in `self.metrics`.
+        self._compile_loss = None
+        if loss is not None:
+            self._compile_loss = _compile_utils.SubmodelLosses(losses, weights)
+        self._compile_metrics = None
+        if metrics is not None or weighted_metrics is not None:
+            self._compile_metrics = _compile_utils.SubmodelMetrics(
+                metrics_by_name, weighted_by_name
+            )
+        self.loss = loss
+        self._joint_compile_args = dict(
+            optimizer=self.optimizer,
+            loss=loss,
+            loss_weights=loss_weights,
+            metrics=metrics,
+            weighted_metrics=weighted_metrics,
+            run_eagerly=run_eagerly,
+            steps_per_execution=steps_per_execution,
+            jit_compile=self.jit_compile,
+        )
+
+    @property
+    def loss_weights(self):
+        """Dict of the loss weight of each submodel, as compiled."""
+        if self._compile_loss is None:
+            return {}
+        return dict(self._compile_loss.loss_weights)
+
+    def get_compile_config(self):
+        if self.compiled and hasattr(self, "_joint_compile_args"):
+            return keras.saving.serialize_keras_object(
+                self._joint_compile_args
+            )
+        return {}
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
+    def get_config(self):
+        config = super().get_config()
+        config["submodels"] = {
+            name: keras.saving.serialize_keras_object(model)
+            for name, model in self._submodels.items()
+        }
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        config["submodels"] = {
+            name: keras.saving.deserialize_keras_object(
+                model, custom_objects=custom_objects
+            )
+            for name, model in config["submodels"].items()
+        }
+        return cls(**config)
+
+
+def _standardize_submodels(submodels):
+    """Validates `submodels` and returns a dict name -> model."""
+    if isinstance(submodels, (list, tuple)):
+        for i, model in enumerate(submodels):
+            _check_is_model(model, f"submodels[{i}]")
+        named = {}
+        for model in submodels:
+            if model.name in named:
+                raise ValueError(
+                    "Models given as a list are named by their `.name`, "
+                    f"and two have the name {model.name!r}. Give them "
+                    "distinct names, or pass a dict "
+                    "`{name: model}`."
+                )
+            named[model.name] = model
+    elif isinstance(submodels, dict):
+        named = dict(submodels)
+    else:
+        raise TypeError(
+            "`submodels` must be a dict `{name: keras.Model}` or a list of "
+            f"`keras.Model`. Received: submodels={submodels!r} of type "
+            f"{type(submodels).__name__}"
+        )
+    if not named:
+        raise ValueError(
+            "`submodels` must contain at least one model. "
+            f"Received: submodels={submodels!r}"
+        )
+    for name, model in named.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(
+                "Submodel names must be non-empty strings. "
+                f"Received the name {name!r} of type {type(name).__name__}"
+            )
+        if name == _RESERVED_PREFIX or name.startswith(_RESERVED_PREFIX + "_"):
+            raise ValueError(
+                f"The submodel name {name!r} would collide with validation "
+                "logs (`val_...`). Choose another name."
+            )
+        _check_is_model(model, f"submodels[{name!r}]")
+    return named
+
+
+def _shared_layers(submodels):
+    """Returns `{layer: [submodel names]}` for layers used by several."""
+    owners = {}
+    for name, model in submodels.items():
+        for layer in model._flatten_layers(include_self=False):
+            owners.setdefault(layer, []).append(name)
+    return {layer: names for layer, names in owners.items() if len(names) > 1}
+
+
+def _check_is_model(model, where):
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"`{where}` must be a `keras.Model`. Received: {model!r} of "
+            f"type {type(model).__name__}"
+        )
