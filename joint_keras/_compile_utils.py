@@ -169,8 +169,12 @@ class SubmodelLosses(keras.losses.Loss):
             if loss is not None
         }
         self._trackers = LossTrackers(list(self._losses))
-        # Nothing to build: the per-submodel `CompileLoss` build themselves.
-        self.built = True
+
+    @property
+    def built(self):
+        # While False, Keras builds the losses symbolically before tracing
+        # the first step of `fit()`/`evaluate()`.
+        return all(loss.built for loss in self._losses.values())
 
     @property
     def metrics(self):
