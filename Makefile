@@ -19,6 +19,7 @@ demo: $(STAMP)
 
 # Each backend runs in its own process: Keras fixes the backend at import.
 test: $(STAMP)
+	$(PY) -m ruff check joint_keras tests benchmarks
 	@set -e; for b in $(BACKENDS); do \
 		echo "=== pytest, KERAS_BACKEND=$$b ==="; \
 		KERAS_BACKEND=$$b $(PY) -m pytest $(PYTEST_ARGS); \

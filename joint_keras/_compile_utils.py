@@ -74,9 +74,7 @@ def standardize_loss_weights(loss_weights, losses, names):
         weights = {name: loss_weights for name in names}
 
     for name, weight in weights.items():
-        if isinstance(weight, bool) or not isinstance(
-            weight, (int, float)
-        ):
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
             raise TypeError(
                 f"`loss_weights` must be numbers; the weight of submodel "
                 f"{name!r} is {weight!r} of type {type(weight).__name__}. "
@@ -126,9 +124,7 @@ class LossTrackers(keras.metrics.Metric):
 
     def __init__(self, names):
         super().__init__(name="submodel_losses")
-        self._means = {
-            name: keras.metrics.Mean(name=f"{name}_loss") for name in names
-        }
+        self._means = {name: keras.metrics.Mean(name=f"{name}_loss") for name in names}
         self.active = tuple(names)
 
     @property
@@ -164,9 +160,7 @@ class SubmodelLosses(keras.losses.Loss):
         self.names = list(losses)
         self.loss_weights = dict(loss_weights)
         self._losses = {
-            name: CompileLoss(loss)
-            for name, loss in losses.items()
-            if loss is not None
+            name: CompileLoss(loss) for name, loss in losses.items() if loss is not None
         }
         self._trackers = LossTrackers(list(self._losses))
 
@@ -189,9 +183,7 @@ class SubmodelLosses(keras.losses.Loss):
 
     def call(self, y_true, y_pred, sample_weight=None):
         targets = split_by_submodel(y_true, self.names, "y")
-        sample_weights = split_by_submodel(
-            sample_weight, self.names, "sample_weight"
-        )
+        sample_weights = split_by_submodel(sample_weight, self.names, "sample_weight")
         active = [name for name in self._losses if name in targets]
         self._trackers.active = tuple(active)
         total = None
@@ -245,10 +237,7 @@ class SubmodelMetrics(keras.metrics.Metric):
 
     @property
     def metrics(self):
-        return [
-            m for cm in self._per_submodel.values() if cm.built
-            for m in cm.metrics
-        ]
+        return [m for cm in self._per_submodel.values() if cm.built for m in cm.metrics]
 
     @property
     def variables(self):
@@ -256,9 +245,7 @@ class SubmodelMetrics(keras.metrics.Metric):
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         targets = split_by_submodel(y_true, self.names, "y")
-        sample_weights = split_by_submodel(
-            sample_weight, self.names, "sample_weight"
-        )
+        sample_weights = split_by_submodel(sample_weight, self.names, "sample_weight")
         active = [name for name in self._per_submodel if name in targets]
         self.active = tuple(active)
         for name in active:

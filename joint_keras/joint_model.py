@@ -154,12 +154,8 @@ class JointModel(keras.Model):
         """
         names = list(self._submodels)
         losses = _compile_utils.per_submodel(loss, names, "loss")
-        weights = _compile_utils.standardize_loss_weights(
-            loss_weights, losses, names
-        )
-        metrics_by_name = _compile_utils.per_submodel(
-            metrics, names, "metrics"
-        )
+        weights = _compile_utils.standardize_loss_weights(loss_weights, losses, names)
+        metrics_by_name = _compile_utils.per_submodel(metrics, names, "metrics")
         weighted_by_name = _compile_utils.per_submodel(
             weighted_metrics, names, "weighted_metrics"
         )
@@ -202,9 +198,7 @@ class JointModel(keras.Model):
 
     def get_compile_config(self):
         if self.compiled and hasattr(self, "_joint_compile_args"):
-            return keras.saving.serialize_keras_object(
-                self._joint_compile_args
-            )
+            return keras.saving.serialize_keras_object(self._joint_compile_args)
         return {}
 
     def compile_from_config(self, config):

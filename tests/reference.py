@@ -32,9 +32,7 @@ def value_and_grad(loss_fn, variables):
             with keras.StatelessScope(state_mapping=mapping):
                 return loss_fn()
 
-        loss, grads = jax.value_and_grad(stateless_loss)(
-            [v.value for v in variables]
-        )
+        loss, grads = jax.value_and_grad(stateless_loss)([v.value for v in variables])
     elif backend == "torch":
         for v in variables:
             v.value.grad = None
@@ -69,5 +67,4 @@ def unique_variables(*models):
 
 
 def weights_of(*models):
-    return [np.array(keras.ops.convert_to_numpy(v)) for v in
-            unique_variables(*models)]
+    return [np.array(keras.ops.convert_to_numpy(v)) for v in unique_variables(*models)]

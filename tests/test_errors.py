@@ -10,9 +10,7 @@ import joint_keras as jk
 
 
 def make_model(name, inputs=4):
-    return keras.Sequential(
-        [keras.Input((inputs,)), keras.layers.Dense(1)], name=name
-    )
+    return keras.Sequential([keras.Input((inputs,)), keras.layers.Dense(1)], name=name)
 
 
 def joint_pair():
@@ -34,9 +32,7 @@ def test_submodels_of_the_wrong_type():
         jk.JointModel(make_model("a"))
 
 
-@pytest.mark.parametrize(
-    "not_a_model", [lambda x: x, keras.layers.Dense(1), "model"]
-)
+@pytest.mark.parametrize("not_a_model", [lambda x: x, keras.layers.Dense(1), "model"])
 def test_non_keras_model_is_named(not_a_model):
     with pytest.raises(TypeError, match=r"submodels\['model2'\].*keras.Model"):
         jk.JointModel({"model1": make_model("a"), "model2": not_a_model})
@@ -71,7 +67,9 @@ def test_compile_dict_key_that_names_no_submodel(argument):
     if argument != "loss":
         value = {"model1": ["mae"], "model3": ["mae"]}
     kwargs = {"loss": "mse", argument: value}
-    with pytest.raises(ValueError, match=f"`{argument}` has keys that name no submodel: \\['model3'\\]"):
+    with pytest.raises(
+        ValueError, match=f"`{argument}` has keys that name no submodel: \\['model3'\\]"
+    ):
         joint.compile(optimizer="sgd", **kwargs)
 
 
@@ -99,16 +97,16 @@ def test_loss_weights_list_of_the_wrong_length():
 
 def test_loss_weight_for_a_submodel_without_loss():
     with pytest.raises(ValueError, match="'model2', but `loss` gives it no loss"):
-        joint_pair().compile(
-            loss={"model1": "mse"}, loss_weights={"model2": 1.0}
-        )
+        joint_pair().compile(loss={"model1": "mse"}, loss_weights={"model2": 1.0})
 
 
 def test_y_dict_with_unknown_keys():
     joint = joint_pair()
     joint.compile(optimizer="sgd", loss="mse")
     x, y = data()
-    with pytest.raises(ValueError, match="`y` has keys that name no submodel: \\['modle2'\\]"):
+    with pytest.raises(
+        ValueError, match="`y` has keys that name no submodel: \\['modle2'\\]"
+    ):
         joint.fit(x, {"model1": y, "modle2": y}, verbose=0)
 
 
@@ -124,7 +122,9 @@ def test_x_dict_partly_keyed_by_submodel_names():
     joint = joint_pair()
     joint.compile(optimizer="sgd", loss="mse")
     x, y = data()
-    with pytest.raises(ValueError, match="one entry per submodel; missing: \\['model2'\\]"):
+    with pytest.raises(
+        ValueError, match="one entry per submodel; missing: \\['model2'\\]"
+    ):
         joint.fit({"model1": x, "extra": x}, y, verbose=0)
 
 

@@ -35,9 +35,7 @@ def numpy_weights(model):
 
 
 def changed(before, model):
-    return any(
-        not np.allclose(b, a) for b, a in zip(before, numpy_weights(model))
-    )
+    return any(not np.allclose(b, a) for b, a in zip(before, numpy_weights(model)))
 
 
 def per_sample(loss_fn, y, y_pred):
@@ -137,7 +135,8 @@ def test_dict_targets_per_submodel_are_routed_by_name():
         x, {"model1": y1, "model2": y2}, batch_size=64, verbose=0, return_dict=True
     )
     np.testing.assert_allclose(
-        logs["model2_loss"], np.mean((ops.convert_to_numpy(m2(x)) - y2) ** 2),
+        logs["model2_loss"],
+        np.mean((ops.convert_to_numpy(m2(x)) - y2) ** 2),
         rtol=1e-5,
     )
 
@@ -196,7 +195,9 @@ def test_sample_weight_dict_weights_each_submodel_separately():
     logs = joint.test_on_batch(*dataset_like, return_dict=True)
     per1 = per_sample(keras.losses.mean_squared_error, y, m1(x))
     per2 = per_sample(keras.losses.mean_squared_error, y, m2(x))
-    np.testing.assert_allclose(logs["model1_loss"], np.sum(w1 * per1) / len(x), rtol=1e-5)
+    np.testing.assert_allclose(
+        logs["model1_loss"], np.sum(w1 * per1) / len(x), rtol=1e-5
+    )
     np.testing.assert_allclose(logs["model2_loss"], np.mean(per2), rtol=1e-5)
 
 
@@ -205,7 +206,9 @@ def test_regularization_losses_of_submodels_are_added_to_the_total():
     m1 = make_model("a", kernel_regularizer=reg)
     m2 = make_model("b")
     joint = jk.JointModel({"model1": m1, "model2": m2})
-    joint.compile(optimizer="sgd", loss="mse", loss_weights={"model1": 0.5, "model2": 2.0})
+    joint.compile(
+        optimizer="sgd", loss="mse", loss_weights={"model1": 0.5, "model2": 2.0}
+    )
     x, y = make_data()
     logs = joint.evaluate(x, y, batch_size=64, verbose=0, return_dict=True)
     kernel = ops.convert_to_numpy(m1.layers[0].kernel)

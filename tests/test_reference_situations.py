@@ -152,17 +152,16 @@ def test_situation_3_shared_layer_is_updated_once():
 
     want_loss, want_weights = reference.sgd_step(total, variables, LEARNING_RATE)
     before = [ops.convert_to_numpy(v) for v in shared.trainable_variables]
-    joint_sgd_step({"model1": model1, "model2": model2}, x, y, loss="mse")
+    logs = joint_sgd_step({"model1": model1, "model2": model2}, x, y, loss="mse")
 
+    np.testing.assert_allclose(logs["loss"], want_loss, rtol=1e-5)
     assert_weights((model1, model2), want_weights)
     # The hand-written loop of the document concatenates the two variable
     # lists, so the shared kernel appears twice and gets its step twice.
     _, grads = reference.value_and_grad(total, variables)
     shared_index = [id(v) for v in variables].index(id(shared.kernel))
     doubled = before[0] - 2 * LEARNING_RATE * grads[shared_index]
-    assert not np.allclose(
-        ops.convert_to_numpy(shared.kernel), doubled, atol=ATOL
-    )
+    assert not np.allclose(ops.convert_to_numpy(shared.kernel), doubled, atol=ATOL)
 
 
 def test_documents_literal_shared_layer_gives_a_clear_error():

@@ -1,0 +1,15 @@
+"""Home of the backend-specific step code of `joint_keras`.
+
+`JointModel` does not write its own train/test/predict steps: it plugs its
+per-submodel losses and metrics into Keras's `compute_loss` and
+`compute_metrics`, and the steps are Keras's own, one per backend
+(`keras/src/backend/{tensorflow,jax,torch}/trainer.py`). That keeps the
+whole step compiled (`tf.function`, `jax.jit`, or `torch.compile` when
+`jit_compile=True`) and honours `steps_per_execution`, `run_eagerly`,
+distribution and mixed precision exactly as Keras does.
+
+What cannot be written in `keras.ops` goes here, one module per backend
+(`tensorflow.py`, `jax.py`, `torch.py`), each holding only the part the math
+requires: for example one gradient per loss term for gradient-combining
+strategies. Everything else stays backend-neutral.
+"""
