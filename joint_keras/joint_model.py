@@ -96,6 +96,17 @@ class JointModel(keras.Model):
             "inputs of the same shape from every submodel that uses it."
         )
 
+    def predict(self, x, *args, **kwargs):
+        outputs = super().predict(x, *args, **kwargs)
+        return self._in_submodel_order(outputs)
+
+    def predict_on_batch(self, x):
+        return self._in_submodel_order(super().predict_on_batch(x))
+
+    def _in_submodel_order(self, outputs):
+        # JAX flattens dicts in sorted key order; keep the user's order.
+        return {name: outputs[name] for name in self._submodels}
+
     def _route_inputs(self, inputs):
         names = list(self._submodels)
         if isinstance(inputs, dict):

@@ -155,16 +155,17 @@ def test_dict_input_keyed_by_submodel_name_routes_each_entry():
     )
 
 
-def test_predict_returns_a_dict_of_arrays_per_submodel():
+def test_predict_returns_a_dict_of_arrays_per_submodel_in_order():
     m1, m2 = make_model("a"), make_model("b", outputs=2)
-    joint = jk.JointModel({"model1": m1, "model2": m2})
+    joint = jk.JointModel({"zeta": m1, "alpha": m2})
     x, _ = make_data(n=10)
     predictions = joint.predict(x, batch_size=4, verbose=0)
-    assert set(predictions) == {"model1", "model2"}
-    assert isinstance(predictions["model1"], np.ndarray)
-    assert predictions["model2"].shape == (10, 2)
+    assert list(predictions) == ["zeta", "alpha"]
+    assert list(joint.predict_on_batch(x)) == ["zeta", "alpha"]
+    assert isinstance(predictions["zeta"], np.ndarray)
+    assert predictions["alpha"].shape == (10, 2)
     np.testing.assert_allclose(
-        predictions["model1"], m1.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+        predictions["zeta"], m1.predict(x, verbose=0), rtol=1e-5, atol=1e-6
     )
 
 
