@@ -19,7 +19,7 @@ demo: $(STAMP)
 
 # Each backend runs in its own process: Keras fixes the backend at import.
 test: $(STAMP)
-	$(PY) -m ruff check joint_keras tests benchmarks
+	$(PY) -m ruff check .
 	@set -e; for b in $(BACKENDS); do \
 		echo "=== pytest, KERAS_BACKEND=$$b ==="; \
 		KERAS_BACKEND=$$b $(PY) -m pytest $(PYTEST_ARGS); \
@@ -29,7 +29,7 @@ test-%: $(STAMP)
 	KERAS_BACKEND=$* $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(PY) -m ruff check joint_keras tests benchmarks
+	$(PY) -m ruff check .
 
 clean:
 	rm -rf $(VENV) demo_output
