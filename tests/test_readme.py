@@ -1,0 +1,18 @@
+"""The README's example runs as printed, on this backend."""
+
+import pathlib
+import re
+
+import numpy as np
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_example_runs():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    assert blocks, "README has no python example"
+    namespace = {}
+    exec(compile(blocks[0], str(README), "exec"), namespace)
+    preds = namespace["preds"]
+    assert list(preds) == ["model1", "model2"]
+    assert all(p.shape == (1024, 1) and np.isfinite(p).all() for p in preds.values())
