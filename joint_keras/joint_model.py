@@ -5,6 +5,7 @@ import types
 import keras
 
 from joint_keras import _compile_utils
+from joint_keras import _serialization
 
 # A submodel name `n` logs `n_loss`; validation logs prefix `val_`, so these
 # names would collide with validation logs of the total or of another model.
@@ -63,6 +64,10 @@ class JointModel(keras.Model):
     def __init__(self, submodels, **kwargs):
         super().__init__(**kwargs)
         self._submodels = _standardize_submodels(submodels)
+        # A JointModel has no variables of its own: it is built when its
+        # submodels are, so that it can be saved or load weights at once.
+        if all(model.built for model in self._submodels.values()):
+            self.built = True
 
     @property
     def submodels(self):
@@ -85,7 +90,7 @@ class JointModel(keras.Model):
     def _shared_layers_hint(self, name):
         shared = {
             layer.name: owners
-            for layer, owners in _shared_layers(self._submodels).items()
+            for layer, owners in _serialization.shared_layers(self._submodels).items()
             if name in owners
         }
         if not shared:
@@ -220,21 +225,20 @@ class JointModel(keras.Model):
 
     def get_config(self):
         config = super().get_config()
-        config["submodels"] = {
-            name: keras.saving.serialize_keras_object(model)
-            for name, model in self._submodels.items()
-        }
+        submodels, shared = _serialization.serialize_submodels(self._submodels)
+        config["submodels"] = submodels
+        if shared:
+            config["shared_layers"] = shared
         return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
-        config["submodels"] = {
-            name: keras.saving.deserialize_keras_object(
-                model, custom_objects=custom_objects
-            )
-            for name, model in config["submodels"].items()
-        }
+        config["submodels"] = _serialization.deserialize_submodels(
+            config["submodels"],
+            config.pop("shared_layers", None),
+            custom_objects=custom_objects,
+        )
         return cls(**config)
 
 
@@ -279,15 +283,6 @@ def _standardize_submodels(submodels):
             )
         _check_is_model(model, f"submodels[{name!r}]")
     return named
-
-
-def _shared_layers(submodels):
-    """Returns `{layer: [submodel names]}` for layers used by several."""
-    owners = {}
-    for name, model in submodels.items():
-        for layer in model._flatten_layers(include_self=False):
-            owners.setdefault(layer, []).append(name)
-    return {layer: names for layer, names in owners.items() if len(names) > 1}
 
 
 def _check_is_model(model, where):
