@@ -65,7 +65,8 @@ class JointModel(keras.Model):
         super().__init__(**kwargs)
         self._submodels = _standardize_submodels(submodels)
         # A JointModel has no variables of its own: it is built when its
-        # submodels are, so that it can be saved or load weights at once.
+        # submodels are, so a fresh one can save, load weights, or be
+        # resumed by `BackupAndRestore` at once.
         if all(model.built for model in self._submodels.values()):
             self.built = True
 
@@ -100,6 +101,56 @@ class JointModel(keras.Model):
             f"(layer: submodels) {shared}; a shared layer must receive "
             "inputs of the same shape from every submodel that uses it."
         )
+
+    def export(
+        self,
+        filepath,
+        format="tf_saved_model",
+        verbose=None,
+        input_signature=None,
+        **kwargs,
+    ):
+        """Exports the joint model for inference, as `keras.Model.export`.
+
+        Without `input_signature`, it is read from the submodels' inputs:
+        one input when every submodel takes the same, else a dict keyed by
+        submodel name (the routed form of `x`).
+        """
+        if input_signature is None:
+            input_signature = [self._input_signature()]
+        return super().export(
+            filepath,
+            format=format,
+            verbose=verbose,
+            input_signature=input_signature,
+            **kwargs,
+        )
+
+    def _input_signature(self):
+        specs = {}
+        for name, model in self._submodels.items():
+            try:
+                inputs = model.inputs
+            except (AttributeError, ValueError):
+                inputs = None
+            if not inputs:
+                raise ValueError(
+                    f"Cannot read the input signature of submodel {name!r} "
+                    "(it has no `inputs`); pass `input_signature` to "
+                    "`export()`."
+                )
+            inputs = inputs[0] if len(inputs) == 1 else inputs
+            specs[name] = keras.tree.map_structure(
+                lambda t: keras.InputSpec(shape=t.shape, dtype=t.dtype), inputs
+            )
+
+        def key(spec):
+            return [(s.shape, s.dtype) for s in keras.tree.flatten(spec)]
+
+        first = next(iter(specs.values()))
+        if all(key(spec) == key(first) for spec in specs.values()):
+            return first
+        return specs
 
     def predict(self, x, *args, **kwargs):
         outputs = super().predict(x, *args, **kwargs)
