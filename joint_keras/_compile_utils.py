@@ -14,6 +14,7 @@ from keras import tree
 
 from joint_keras._keras_private import CompileLoss
 from joint_keras._keras_private import CompileMetrics
+from joint_keras._keras_private import MetricsList
 from joint_keras._keras_private import unscale_loss_for_distribution
 
 
@@ -114,17 +115,21 @@ def _batch_size(y_pred):
     return ops.shape(tree.flatten(y_pred)[0])[0]
 
 
-class LossTrackers(keras.metrics.Metric):
+class LossTrackers(MetricsList):
     """One `Mean` per submodel loss, logged as `{name}_loss`.
 
     Only the submodels that had targets in the step being traced are
     reported, so a submodel trained without targets does not log a stale
-    or zero loss.
+    or zero loss. Being a Keras `MetricsList` of metrics named as logged,
+    with their direction, lets callbacks monitor `val_{name}_loss` in
+    `mode="auto"`.
     """
 
     def __init__(self, names):
-        super().__init__(name="submodel_losses")
         self._means = {name: keras.metrics.Mean(name=f"{name}_loss") for name in names}
+        for mean in self._means.values():
+            mean._direction = "down"
+        super().__init__(list(self._means.values()), name="submodel_losses")
         self.active = tuple(names)
 
     @property
@@ -201,7 +206,7 @@ class SubmodelLosses(keras.losses.Loss):
         return total
 
 
-class SubmodelMetrics(keras.metrics.Metric):
+class SubmodelMetrics(MetricsList):
     """Keras `CompileMetrics` per submodel, logged as `{name}_{metric}`.
 
     A submodel's metrics are built the first time it has targets (Keras
@@ -215,7 +220,8 @@ class SubmodelMetrics(keras.metrics.Metric):
     """
 
     def __init__(self, metrics, weighted_metrics):
-        super().__init__(name="compile_metrics")
+        # `MetricsList.__init__` would set `metrics`, a property here.
+        keras.metrics.Metric.__init__(self, name="compile_metrics")
         self.names = list(metrics)
         self._per_submodel = {}
         for name in self.names:
@@ -249,7 +255,13 @@ class SubmodelMetrics(keras.metrics.Metric):
         active = [name for name in self._per_submodel if name in targets]
         self.active = tuple(active)
         for name in active:
-            self._per_submodel[name].update_state(
+            compile_metrics = self._per_submodel[name]
+            if not compile_metrics.built:
+                compile_metrics.build(targets[name], y_pred[name])
+                # Name each metric as it is logged, `{name}_{metric}`.
+                for metric in compile_metrics.metrics:
+                    metric.name = f"{name}_{metric.name}"
+            compile_metrics.update_state(
                 targets[name], y_pred[name], sample_weights.get(name)
             )
 
@@ -260,8 +272,7 @@ class SubmodelMetrics(keras.metrics.Metric):
     def result(self):
         results = {}
         for name in self.active:
-            for key, value in self._per_submodel[name].result().items():
-                results[f"{name}_{key}"] = value
+            results.update(self._per_submodel[name].result())
         return results
 
 

@@ -3,7 +3,10 @@
 `JointModel` reuses Keras's own per-output loss and metric containers, so that
 a submodel's `loss` and `metrics` behave exactly as they would in
 `keras.Model.compile()` (string resolution such as `"accuracy"` and `"ce"`,
-nested outputs, sample weights, distribution scaling). Keras does not export
+nested outputs, sample weights, distribution scaling), and its `MetricsList`
+type, through which callbacks in `mode="auto"` (`EarlyStopping`,
+`ModelCheckpoint`, ...) find whether a logged metric goes up or down. Keras
+does not export
 them publicly; keeping every `keras.src` import here means a Keras release
 that moves them breaks one file.
 """
@@ -11,5 +14,11 @@ that moves them breaks one file.
 from keras.src.losses.loss import unscale_loss_for_distribution
 from keras.src.trainers.compile_utils import CompileLoss
 from keras.src.trainers.compile_utils import CompileMetrics
+from keras.src.trainers.compile_utils import MetricsList
 
-__all__ = ["CompileLoss", "CompileMetrics", "unscale_loss_for_distribution"]
+__all__ = [
+    "CompileLoss",
+    "CompileMetrics",
+    "MetricsList",
+    "unscale_loss_for_distribution",
+]
