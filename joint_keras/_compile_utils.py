@@ -15,7 +15,9 @@ from keras import tree
 from joint_keras._keras_private import CompileLoss
 from joint_keras._keras_private import CompileMetrics
 from joint_keras._keras_private import MetricsList
+from joint_keras._keras_private import scale_loss_for_distribution
 from joint_keras._keras_private import unscale_loss_for_distribution
+from joint_keras.joint_loss import JointLoss
 
 
 def _format_names(names):
@@ -75,18 +77,7 @@ def standardize_loss_weights(loss_weights, losses, names):
         weights = {name: loss_weights for name in names}
 
     for name, weight in weights.items():
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
-            raise TypeError(
-                f"`loss_weights` must be numbers; the weight of submodel "
-                f"{name!r} is {weight!r} of type {type(weight).__name__}. "
-                f"Received: loss_weights={loss_weights!r}"
-            )
-        if not math.isfinite(weight) or weight < 0:
-            raise ValueError(
-                "`loss_weights` must be non-negative and finite; the weight "
-                f"of submodel {name!r} is {weight!r}. "
-                f"Received: loss_weights={loss_weights!r}"
-            )
+        check_weight(weight, f"submodel {name!r}", "loss_weights", loss_weights)
         if losses.get(name) is None and isinstance(loss_weights, dict):
             raise ValueError(
                 f"`loss_weights` gives a weight to submodel {name!r}, but "
@@ -94,6 +85,52 @@ def standardize_loss_weights(loss_weights, losses, names):
                 f"{loss_weights!r}"
             )
     return {name: float(weights.get(name, 1.0)) for name in names}
+
+
+def check_weight(weight, owner, argument, received):
+    """Raises unless `weight` is a non-negative finite number."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+        raise TypeError(
+            f"`{argument}` must be numbers; the weight of {owner} is "
+            f"{weight!r} of type {type(weight).__name__}. "
+            f"Received: {argument}={received!r}"
+        )
+    if not math.isfinite(weight) or weight < 0:
+        raise ValueError(
+            f"`{argument}` must be non-negative and finite; the weight of "
+            f"{owner} is {weight!r}. Received: {argument}={received!r}"
+        )
+
+
+def standardize_joint_losses(joint_losses, names):
+    """Returns a list of validated `JointLoss`, wrapping bare callables."""
+    if joint_losses is None:
+        return []
+    if not isinstance(joint_losses, (list, tuple)):
+        joint_losses = [joint_losses]
+    result, seen = [], set()
+    for i, term in enumerate(joint_losses):
+        if not isinstance(term, JointLoss):
+            if not callable(term):
+                raise TypeError(
+                    f"`joint_losses[{i}]` must be a `jk.JointLoss` or a "
+                    "callable `fn(y_true, y_pred)`. Received: "
+                    f"{term!r} of type {type(term).__name__}"
+                )
+            term = JointLoss(term)
+        check_weight(
+            term.weight, f"joint loss {term.name!r}", "joint_losses", joint_losses
+        )
+        if term.name in names or term.name in seen:
+            raise ValueError(
+                f"Joint loss names must be unique and differ from submodel "
+                f"names (each logs `{{name}}_loss`); {term.name!r} is taken "
+                f"already. Submodels are {_format_names(names)}. Pass "
+                "`name=` to `jk.JointLoss`."
+            )
+        seen.add(term.name)
+        result.append(term)
+    return result
 
 
 def split_by_submodel(value, names, argument):
@@ -152,22 +189,28 @@ class LossTrackers(MetricsList):
 
 
 class SubmodelLosses(keras.losses.Loss):
-    """Weighted sum of per-submodel losses, with a `{name}_loss` tracker each.
+    """Weighted sum of per-submodel and joint losses, each tracked as
+    `{name}_loss`.
 
     Args:
         losses: Dict mapping submodel name to a Keras loss identifier (as
             accepted by `keras.Model.compile(loss=...)`), or `None`.
         loss_weights: Dict mapping submodel name to a float.
+        joint_losses: List of `JointLoss`, called on the targets as given
+            and the dict of all outputs.
     """
 
-    def __init__(self, losses, loss_weights):
+    def __init__(self, losses, loss_weights, joint_losses=()):
         super().__init__(name="joint_loss")
         self.names = list(losses)
         self.loss_weights = dict(loss_weights)
         self._losses = {
             name: CompileLoss(loss) for name, loss in losses.items() if loss is not None
         }
-        self._trackers = LossTrackers(list(self._losses))
+        self.joint_losses = list(joint_losses)
+        self._trackers = LossTrackers(
+            list(self._losses) + [term.name for term in self.joint_losses]
+        )
 
     @property
     def built(self):
@@ -190,7 +233,9 @@ class SubmodelLosses(keras.losses.Loss):
         targets = split_by_submodel(y_true, self.names, "y")
         sample_weights = split_by_submodel(sample_weight, self.names, "sample_weight")
         active = [name for name in self._losses if name in targets]
-        self._trackers.active = tuple(active)
+        self._trackers.active = tuple(active) + tuple(
+            term.name for term in self.joint_losses
+        )
         total = None
         for name in active:
             value = self._losses[name](
@@ -202,6 +247,12 @@ class SubmodelLosses(keras.losses.Loss):
                 _batch_size(y_pred[name]),
             )
             value = value * self.loss_weights[name]
+            total = value if total is None else total + value
+        for term in self.joint_losses:
+            value = ops.cast(term(y_true, y_pred), self.dtype)
+            self._trackers.update_state(term.name, value, _batch_size(y_pred))
+            # Like Keras losses, scaled per replica under `tf.distribute`.
+            value = scale_loss_for_distribution(value) * term.weight
             total = value if total is None else total + value
         return total
 

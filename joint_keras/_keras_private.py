@@ -11,6 +11,7 @@ them publicly; keeping every `keras.src` import here means a Keras release
 that moves them breaks one file.
 """
 
+from keras.src.losses.loss import scale_loss_for_distribution
 from keras.src.losses.loss import unscale_loss_for_distribution
 from keras.src.trainers.compile_utils import CompileLoss
 from keras.src.trainers.compile_utils import CompileMetrics
@@ -20,5 +21,6 @@ __all__ = [
     "CompileLoss",
     "CompileMetrics",
     "MetricsList",
+    "scale_loss_for_distribution",
     "unscale_loss_for_distribution",
 ]

@@ -191,6 +191,7 @@ class JointModel(keras.Model):
         steps_per_execution=1,
         jit_compile="auto",
         auto_scale_loss=True,
+        joint_losses=None,
     ):
         """Configures the joint model for training.
 
@@ -213,6 +214,10 @@ class JointModel(keras.Model):
             jit_compile: Bool or `"auto"`, as in `keras.Model.compile`.
             auto_scale_loss: Bool. Wrap the optimizer in a
                 `LossScaleOptimizer` under the `"mixed_float16"` policy.
+            joint_losses: Optional list of loss terms over several
+                submodels' outputs: `jk.JointLoss` objects (or callables
+                `fn(y_true, y_pred)`, weight 1.0), each logged as
+                `{name}_loss`. `y_pred` is the dict of all outputs.
 
         Raises:
             ValueError: If a dict key names no submodel, or a loss weight
@@ -226,6 +231,7 @@ class JointModel(keras.Model):
         weighted_by_name = _compile_utils.per_submodel(
             weighted_metrics, names, "weighted_metrics"
         )
+        joint_terms = _compile_utils.standardize_joint_losses(joint_losses, names)
         super().compile(
             optimizer=optimizer,
             run_eagerly=run_eagerly,
@@ -237,8 +243,10 @@ class JointModel(keras.Model):
         # `compute_loss`, build both containers before the first step, and
         # list their trackers in `self.metrics`.
         self._compile_loss = None
-        if loss is not None:
-            self._compile_loss = _compile_utils.SubmodelLosses(losses, weights)
+        if loss is not None or joint_terms:
+            self._compile_loss = _compile_utils.SubmodelLosses(
+                losses, weights, joint_terms
+            )
         self._compile_metrics = None
         if metrics is not None or weighted_metrics is not None:
             self._compile_metrics = _compile_utils.SubmodelMetrics(
@@ -254,7 +262,47 @@ class JointModel(keras.Model):
             run_eagerly=run_eagerly,
             steps_per_execution=steps_per_execution,
             jit_compile=self.jit_compile,
+            joint_losses=joint_losses,
         )
+
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
+        extra = self.compute_joint_loss(x, y, y_pred, sample_weight)
+        if extra is None:
+            return super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        if self._compile_loss is None and not self.losses:
+            return extra
+        base = super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        return base + extra
+
+    def compute_joint_loss(self, x, y, y_pred, sample_weight):
+        """Override to add a loss term the built-in joint losses don't cover.
+
+        Called on every train and test step, after the outputs of all
+        submodels are computed; the returned scalar is added to the total
+        loss. Write it with `keras.ops` so that it runs on every backend.
+        The default adds nothing.
+
+        Args:
+            x: The input batch, as given.
+            y: The targets, as given (a tensor, a dict, or `None`).
+            y_pred: Dict mapping each submodel name to its output.
+            sample_weight: The sample weights, as given, or `None`.
+
+        Returns:
+            A scalar tensor, or `None` for no extra term.
+
+        Example:
+
+        ```python
+        class Agreement(jk.JointModel):
+            def compute_joint_loss(self, x, y, y_pred, sample_weight):
+                diff = y_pred["a"] - y_pred["b"]
+                return 0.1 * keras.ops.mean(keras.ops.square(diff))
+        ```
+        """
+        return None
 
     @property
     def loss_weights(self):

@@ -1,0 +1,130 @@
+"""Joint loss terms over several submodels' outputs, checked by hand."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import joint_keras as jk
+from tests import reference
+
+
+def mlp(name):
+    return keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(6, activation="tanh"),
+            keras.layers.Dense(2),
+        ],
+        name=name,
+    )
+
+
+def data(n=32):
+    rng = np.random.default_rng(0)
+    return (
+        rng.normal(size=(n, 4)).astype("float32"),
+        rng.normal(size=(n, 2)).astype("float32"),
+    )
+
+
+@keras.saving.register_keras_serializable(package="joint_keras_tests")
+def agreement(y_true, y_pred):
+    return ops.mean(ops.square(y_pred["a"] - y_pred["b"]))
+
+
+def test_joint_loss_step_matches_hand_gradient():
+    a, b = mlp("a"), mlp("b")
+    x, y = data()
+    variables = reference.unique_variables(a, b)
+
+    def total():
+        pa, pb = a(x), b(x)
+        supervised = ops.mean(keras.losses.mean_squared_error(y, pa)) + 2.0 * ops.mean(
+            keras.losses.mean_squared_error(y, pb)
+        )
+        return supervised + 0.3 * ops.mean(ops.square(pa - pb))
+
+    want_loss, want_weights = reference.sgd_step(total, variables, 0.1)
+    joint = jk.JointModel({"a": a, "b": b})
+    joint.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss="mse",
+        loss_weights={"a": 1.0, "b": 2.0},
+        joint_losses=[jk.JointLoss(agreement, weight=0.3)],
+    )
+    logs = joint.train_on_batch(x, y, return_dict=True)
+    np.testing.assert_allclose(logs["loss"], want_loss, rtol=1e-5)
+    np.testing.assert_allclose(
+        logs["a_loss"] + 2.0 * logs["b_loss"] + 0.3 * logs["agreement_loss"],
+        want_loss,
+        rtol=1e-5,
+    )
+    for got, want in zip(reference.weights_of(a, b), want_weights):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_joint_losses_alone_train_without_targets():
+    a, b = mlp("a"), mlp("b")
+    joint = jk.JointModel({"a": a, "b": b})
+    joint.compile(optimizer="sgd", joint_losses=[agreement])
+    x, _ = data()
+    history = joint.fit(x, None, epochs=2, verbose=0)
+    assert set(history.history) == {"loss", "agreement_loss"}
+    assert history.history["loss"][1] < history.history["loss"][0]
+
+
+class WithExtraTerm(jk.JointModel):
+    def compute_joint_loss(self, x, y, y_pred, sample_weight):
+        return 0.25 * ops.mean(ops.abs(y_pred["a"] + y_pred["b"]))
+
+
+def test_compute_joint_loss_override_is_added_to_the_total():
+    a, b = mlp("a"), mlp("b")
+    x, y = data()
+    variables = reference.unique_variables(a, b)
+
+    def total():
+        pa, pb = a(x), b(x)
+        return (
+            ops.mean(keras.losses.mean_squared_error(y, pa))
+            + ops.mean(keras.losses.mean_squared_error(y, pb))
+            + 0.25 * ops.mean(ops.abs(pa + pb))
+        )
+
+    want_loss, want_weights = reference.sgd_step(total, variables, 0.1)
+    joint = WithExtraTerm({"a": a, "b": b})
+    joint.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    logs = joint.train_on_batch(x, y, return_dict=True)
+    np.testing.assert_allclose(logs["loss"], want_loss, rtol=1e-5)
+    for got, want in zip(reference.weights_of(a, b), want_weights):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_joint_losses_survive_save_and_load(tmp_path):
+    joint = jk.JointModel({"a": mlp("a"), "b": mlp("b")})
+    joint.compile(
+        optimizer="sgd", loss="mse", joint_losses=[jk.JointLoss(agreement, 0.3)]
+    )
+    x, y = data()
+    joint.fit(x, y, epochs=1, verbose=0)
+    joint.save(tmp_path / "j.keras")
+    loaded = keras.models.load_model(tmp_path / "j.keras")
+    want = joint.evaluate(x, y, verbose=0, return_dict=True)
+    got = loaded.evaluate(x, y, verbose=0, return_dict=True)
+    assert set(got) == {"loss", "a_loss", "b_loss", "agreement_loss"}
+    np.testing.assert_allclose(got["loss"], want["loss"], rtol=1e-6)
+
+
+def test_joint_loss_errors():
+    joint = jk.JointModel({"a": mlp("a"), "b": mlp("b")})
+    with pytest.raises(TypeError, match="callable"):
+        jk.JointLoss("not callable")
+    with pytest.raises(TypeError, match=r"`joint_losses\[0\]`"):
+        joint.compile(joint_losses=[3])
+    with pytest.raises(ValueError, match="non-negative and finite.*'agreement'"):
+        joint.compile(joint_losses=[jk.JointLoss(agreement, weight=-1.0)])
+    with pytest.raises(ValueError, match="'a' is taken already"):
+        joint.compile(joint_losses=[jk.JointLoss(agreement, name="a")])
+    with pytest.raises(ValueError, match="'agreement' is taken already"):
+        joint.compile(joint_losses=[agreement, agreement])
