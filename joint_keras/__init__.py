@@ -1,8 +1,9 @@
 """joint_keras: train several Keras models jointly, with `fit()`."""
 
+from joint_keras import losses
 from joint_keras.joint_loss import JointLoss
 from joint_keras.joint_model import JointModel
 
 __version__ = "0.1.0"
 
-__all__ = ["JointLoss", "JointModel"]
+__all__ = ["JointLoss", "JointModel", "losses"]
