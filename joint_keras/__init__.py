@@ -3,7 +3,8 @@
 from joint_keras import losses
 from joint_keras.joint_loss import JointLoss
 from joint_keras.joint_model import JointModel
+from joint_keras.submodel_optimizer import SubmodelOptimizer
 
 __version__ = "0.1.0"
 
-__all__ = ["JointLoss", "JointModel", "losses"]
+__all__ = ["JointLoss", "JointModel", "SubmodelOptimizer", "losses"]

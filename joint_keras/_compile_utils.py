@@ -128,6 +128,14 @@ def standardize_joint_losses(joint_losses, names):
                 f"already. Submodels are {_format_names(names)}. Pass "
                 "`name=` to `jk.JointLoss`."
             )
+        if term.updates is not None:
+            unknown = [u for u in term.updates if u not in names]
+            if unknown:
+                raise ValueError(
+                    f"`updates` of joint loss {term.name!r} names no submodel: "
+                    f"{_format_names(unknown)}. Submodels are "
+                    f"{_format_names(names)}. Received: updates={term.updates!r}"
+                )
         seen.add(term.name)
         result.append(term)
     return result
@@ -192,6 +200,11 @@ class SubmodelLosses(keras.losses.Loss):
     """Weighted sum of per-submodel and joint losses, each tracked as
     `{name}_loss`.
 
+    Calling it returns the sum of the terms that update every variable they
+    reach (`None` if there are none). Joint losses with `updates` are summed
+    per set of updated submodels into `routed_losses`, a dict keyed by a
+    tuple of submodel names (in submodel order), filled on each call.
+
     Args:
         losses: Dict mapping submodel name to a Keras loss identifier (as
             accepted by `keras.Model.compile(loss=...)`), or `None`.
@@ -208,6 +221,7 @@ class SubmodelLosses(keras.losses.Loss):
             name: CompileLoss(loss) for name, loss in losses.items() if loss is not None
         }
         self.joint_losses = list(joint_losses)
+        self.routed_losses = {}
         self._trackers = LossTrackers(
             list(self._losses) + [term.name for term in self.joint_losses]
         )
@@ -237,6 +251,7 @@ class SubmodelLosses(keras.losses.Loss):
             term.name for term in self.joint_losses
         )
         total = None
+        self.routed_losses = {}
         for name in active:
             value = self._losses[name](
                 targets[name], y_pred[name], sample_weights.get(name)
@@ -253,7 +268,14 @@ class SubmodelLosses(keras.losses.Loss):
             self._trackers.update_state(term.name, value, _batch_size(y_pred))
             # Like Keras losses, scaled per replica under `tf.distribute`.
             value = scale_loss_for_distribution(value) * term.weight
-            total = value if total is None else total + value
+            if term.updates is None:
+                total = value if total is None else total + value
+            else:
+                key = tuple(n for n in self.names if n in term.updates)
+                previous = self.routed_losses.get(key)
+                self.routed_losses[key] = (
+                    value if previous is None else previous + value
+                )
         return total
 
 

@@ -6,6 +6,8 @@ import keras
 
 from joint_keras import _compile_utils
 from joint_keras import _serialization
+from joint_keras import backend as _backend
+from joint_keras.submodel_optimizer import SubmodelOptimizer
 
 # A submodel name `n` logs `n_loss`; validation logs prefix `val_`, so these
 # names would collide with validation logs of the total or of another model.
@@ -64,6 +66,10 @@ class JointModel(keras.Model):
     def __init__(self, submodels, **kwargs):
         super().__init__(**kwargs)
         self._submodels = _standardize_submodels(submodels)
+        self._routes_gradients = False
+        # Per-trace scratch (the loss groups of the step being traced),
+        # kept in a plain object so that Keras does not track the tensors.
+        self._trace = types.SimpleNamespace(loss_groups={})
         # A JointModel has no variables of its own: it is built when its
         # submodels are, so a fresh one can save, load weights, or be
         # resumed by `BackupAndRestore` at once.
@@ -192,12 +198,18 @@ class JointModel(keras.Model):
         jit_compile="auto",
         auto_scale_loss=True,
         joint_losses=None,
+        update_every=None,
     ):
         """Configures the joint model for training.
 
         Args:
-            optimizer: String (name of optimizer) or optimizer instance; it
-                updates the trainable variables of all submodels.
+            optimizer: String (name of optimizer) or optimizer instance
+                for the trainable variables of all submodels, or a dict
+                mapping submodel names to their own optimizers. A variable
+                used by several submodels is updated once per step, by the
+                optimizer of the first of them (in submodel order) that has
+                one; submodels made only of other submodels' layers (a GAN's
+                `discriminator(generator(z))`) need no entry.
             loss: A Keras loss (string, function or `keras.losses.Loss`)
                 for every submodel, or a dict mapping submodel names to
                 losses. Submodels absent from the dict get no supervised
@@ -218,6 +230,15 @@ class JointModel(keras.Model):
                 submodels' outputs: `jk.JointLoss` objects (or callables
                 `fn(y_true, y_pred)`, weight 1.0), each logged as
                 `{name}_loss`. `y_pred` is the dict of all outputs.
+                A `jk.JointLoss(..., updates=[names])` moves only the
+                variables of the named submodels.
+            update_every: Optional update schedule: a dict mapping submodel
+                names to a positive int `k` (updated on steps 0, k, 2k, ...)
+                or a callable `fn(step) -> bool`, or one callable
+                `fn(step) -> dict` of such booleans. A submodel that is not
+                due keeps its variables and its optimizer state unchanged.
+                Each scheduled submodel gets its own optimizer (a copy of
+                `optimizer` unless a dict is given).
 
         Raises:
             ValueError: If a dict key names no submodel, or a loss weight
@@ -232,8 +253,9 @@ class JointModel(keras.Model):
             weighted_metrics, names, "weighted_metrics"
         )
         joint_terms = _compile_utils.standardize_joint_losses(joint_losses, names)
+        self._routes_gradients = any(term.updates is not None for term in joint_terms)
         super().compile(
-            optimizer=optimizer,
+            optimizer=self._build_optimizer(optimizer, update_every),
             run_eagerly=run_eagerly,
             steps_per_execution=steps_per_execution,
             jit_compile=jit_compile,
@@ -254,7 +276,7 @@ class JointModel(keras.Model):
             )
         self.loss = loss
         self._joint_compile_args = dict(
-            optimizer=self.optimizer,
+            optimizer=optimizer if isinstance(optimizer, dict) else self.optimizer,
             loss=loss,
             loss_weights=loss_weights,
             metrics=metrics,
@@ -263,18 +285,107 @@ class JointModel(keras.Model):
             steps_per_execution=steps_per_execution,
             jit_compile=self.jit_compile,
             joint_losses=joint_losses,
+            update_every=update_every,
         )
+
+    def _build_optimizer(self, optimizer, update_every):
+        """Returns the optimizer to give Keras, a `SubmodelOptimizer` when
+        there is one per submodel."""
+        if not isinstance(optimizer, dict) and update_every is None:
+            return optimizer
+        names = list(self._submodels)
+        if isinstance(optimizer, dict):
+            _compile_utils.check_keys(optimizer, names, "optimizer")
+            covered = {
+                id(v)
+                for name in optimizer
+                for v in self._submodels[name].trainable_variables
+            }
+            missing = [
+                name
+                for name in names
+                if any(
+                    id(v) not in covered
+                    for v in self._submodels[name].trainable_variables
+                )
+            ]
+            if missing:
+                raise ValueError(
+                    "When `optimizer` is a dict, every trainable variable needs "
+                    "a submodel with an optimizer; the submodels "
+                    f"{missing} have variables no optimizer updates. Add "
+                    f"entries for them. Received: optimizer={optimizer!r}"
+                )
+        else:
+            optimizer = keras.optimizers.get(optimizer)
+            config = keras.saving.serialize_keras_object(optimizer)
+            optimizer = {
+                name: keras.saving.deserialize_keras_object(config) for name in names
+            }
+        owners = [name for name in names if name in optimizer]
+        optimizer = SubmodelOptimizer(optimizer, update_every=update_every)
+        optimizer.set_owner_function(self._variable_owner_function(owners))
+        return optimizer
+
+    def _variable_owner_function(self, owners):
+        """`fn(variable) -> name` of the first of `owners` that uses it."""
+        owner_by_id = {}
+
+        def owner_of(variable):
+            if not owner_by_id:
+                for name in reversed(owners):
+                    for v in self._submodels[name].trainable_variables:
+                        owner_by_id[id(v)] = name
+            return owner_by_id[id(variable)]
+
+        return owner_of
+
+    def train_step(self, *args):
+        # Joint losses with `updates` need one gradient per group of
+        # updated submodels; everything else is Keras's own step.
+        if self._routes_gradients:
+            return _backend.train_step(self, *args)
+        return super().train_step(*args)
 
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
     ):
+        groups = self._compute_loss_groups(x, y, y_pred, sample_weight, training)
+        losses = list(groups.values())
+        return sum(losses[1:], losses[0])
+
+    def _compute_loss_groups(self, x, y, y_pred, sample_weight, training=True):
+        """Returns the loss split by what it updates, as a dict.
+
+        Key `None`: the terms that update every variable they reach
+        (submodel losses, joint losses without `updates`, regularization,
+        `compute_joint_loss`). Key `(names...)`: the joint losses that
+        update only those submodels.
+        """
+        del training
+        everything, routed = [], {}
+        if self._compile_loss is not None:
+            value = self._compile_loss(y, y_pred, sample_weight)
+            if value is not None:
+                everything.append(value)
+            routed = self._compile_loss.routed_losses
+        everything.extend(self._aggregate_additional_loss(loss) for loss in self.losses)
         extra = self.compute_joint_loss(x, y, y_pred, sample_weight)
-        if extra is None:
-            return super().compute_loss(x, y, y_pred, sample_weight, training=training)
-        if self._compile_loss is None and not self.losses:
-            return extra
-        base = super().compute_loss(x, y, y_pred, sample_weight, training=training)
-        return base + extra
+        if extra is not None:
+            everything.append(extra)
+        groups = {}
+        if everything:
+            groups[None] = sum(everything[1:], everything[0])
+        groups.update(routed)
+        if not groups:
+            if keras.backend.backend() != "jax":
+                raise ValueError(
+                    "No loss to compute. Provide `loss` or `joint_losses` in "
+                    "`compile()`, or override `compute_joint_loss`."
+                )
+            groups[None] = keras.ops.zeros(())
+        self._trace.loss_groups = groups
+        return groups
 
     def compute_joint_loss(self, x, y, y_pred, sample_weight):
         """Override to add a loss term the built-in joint losses don't cover.

@@ -13,3 +13,13 @@ What cannot be written in `keras.ops` goes here, one module per backend
 requires: for example one gradient per loss term for gradient-combining
 strategies. Everything else stays backend-neutral.
 """
+
+
+def train_step(model, *args):
+    """Runs the backend's routed train step (one gradient per loss group)."""
+    import importlib
+
+    import keras
+
+    module = importlib.import_module(f"joint_keras.backend.{keras.backend.backend()}")
+    return module.train_step(model, *args)

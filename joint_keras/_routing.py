@@ -1,0 +1,47 @@
+"""Gradient routing: which loss group updates which variables.
+
+`JointModel` splits its loss into groups: `None` for the terms that update
+every variable they reach, and a tuple of submodel names for joint losses
+declared with `updates=[...]`. The backend steps take one gradient per
+group over that group's variables; `combine` adds them up per variable.
+"""
+
+
+def group_indices(model, keys):
+    """For each group key, the indices into `model.trainable_variables` of
+    the variables it updates."""
+    position = {id(v): i for i, v in enumerate(model.trainable_variables)}
+    indices = []
+    for key in keys:
+        if key is None:
+            indices.append(list(range(len(position))))
+            continue
+        selected = {
+            position[id(v)]
+            for name in key
+            for v in model.submodels[name].trainable_variables
+            if id(v) in position
+        }
+        indices.append(sorted(selected))
+    return indices
+
+
+def combine(per_group, indices, num_variables):
+    """Sums per-group gradients into one gradient per variable.
+
+    Args:
+        per_group: For each group, the list of gradients of its variables
+            (entries may be `None` where the group does not reach one).
+        indices: For each group, the variable indices of its gradients.
+        num_variables: Length of the returned list.
+
+    Returns:
+        List of gradients, `None` for a variable no group reaches.
+    """
+    grads = [None] * num_variables
+    for group_grads, group_indices_ in zip(per_group, indices):
+        for i, grad in zip(group_indices_, group_grads):
+            if grad is None:
+                continue
+            grads[i] = grad if grads[i] is None else grads[i] + grad
+    return grads

@@ -1,0 +1,32 @@
+"""TensorFlow: one gradient per loss group, from one forward pass."""
+
+import keras
+import tensorflow as tf
+from keras import ops
+from keras import tree
+
+from joint_keras import _routing
+from joint_keras._keras_private import unscale_loss_for_distribution
+
+
+def train_step(model, data):
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    with tf.GradientTape(persistent=True) as tape:
+        y_pred = model(x, training=True)
+        groups = model._compute_loss_groups(x, y, y_pred, sample_weight, training=True)
+        total = ops.sum(ops.stack(list(groups.values())))
+        model._loss_tracker.update_state(
+            unscale_loss_for_distribution(total),
+            sample_weight=tf.shape(tree.flatten(x)[0])[0],
+        )
+        scaled = [model.optimizer.scale_loss(loss) for loss in groups.values()]
+    variables = model.trainable_variables
+    indices = _routing.group_indices(model, groups)
+    per_group = [
+        tape.gradient(loss, [variables[i] for i in idx])
+        for loss, idx in zip(scaled, indices)
+    ]
+    del tape
+    grads = _routing.combine(per_group, indices, len(variables))
+    model.optimizer.apply(grads, variables)
+    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
