@@ -16,6 +16,7 @@ from joint_keras._keras_private import CompileLoss
 from joint_keras._keras_private import CompileMetrics
 from joint_keras._keras_private import MetricsList
 from joint_keras._keras_private import scale_loss_for_distribution
+from joint_keras._keras_private import set_keras_mask
 from joint_keras._keras_private import unscale_loss_for_distribution
 from joint_keras.joint_loss import JointLoss
 
@@ -156,6 +157,71 @@ def split_by_submodel(value, names, argument):
     return {name: value for name in names}
 
 
+MISSING_LABEL_MODES = (None, "nan")
+_MASKED_TARGET_KEYS = {"target", "mask"}
+
+
+def check_missing_label(missing_label):
+    if missing_label not in MISSING_LABEL_MODES:
+        raise ValueError(
+            "`missing_label` must be None or 'nan' (rows whose target has a "
+            f"NaN are unlabelled). Received: missing_label={missing_label!r}"
+        )
+    return missing_label
+
+
+def mask_unlabelled_rows(target, y_pred, missing_label):
+    """Masks the rows of one submodel's batch that have no label.
+
+    A row is unlabelled where the target is given as
+    `{"target": t, "mask": m}` with `m` false, or, with
+    `missing_label="nan"`, where its target has a NaN. Such rows get a
+    Keras mask on the predictions, so that Keras losses average over the
+    labelled rows only (and give 0 when there are none) and metrics skip
+    them; NaN targets are replaced by 0 so that no NaN reaches a gradient.
+
+    Returns:
+        Tuple `(target, y_pred)`, masked where needed.
+    """
+    mask = None
+    if isinstance(target, dict) and set(target) == _MASKED_TARGET_KEYS:
+        mask = _row_mask(target["mask"])
+        target = target["target"]
+    if missing_label == "nan":
+        float_leaves = [t for t in tree.flatten(target) if _is_float(t)]
+        for leaf in float_leaves:
+            rows = _row_mask(ops.logical_not(ops.isnan(leaf)))
+            mask = rows if mask is None else ops.logical_and(mask, rows)
+        target = tree.map_structure(
+            lambda t: (
+                ops.where(ops.isnan(t), ops.zeros_like(t), t) if _is_float(t) else t
+            ),
+            target,
+        )
+    if mask is None:
+        return target, y_pred
+
+    def masked(prediction):
+        # A copy, so that joint losses reading the same output see no mask.
+        prediction = ops.copy(prediction)
+        set_keras_mask(prediction, mask)
+        return prediction
+
+    return target, tree.map_structure(masked, y_pred)
+
+
+def _is_float(x):
+    return keras.backend.is_float_dtype(keras.backend.standardize_dtype(x.dtype))
+
+
+def _row_mask(mask):
+    """Reduces a mask to one boolean per row (batch entry)."""
+    mask = ops.cast(ops.convert_to_tensor(mask), "bool")
+    if len(mask.shape) > 1:
+        mask = ops.all(mask, axis=tuple(range(1, len(mask.shape))))
+    return mask
+
+
 def _batch_size(y_pred):
     return ops.shape(tree.flatten(y_pred)[0])[0]
 
@@ -211,10 +277,12 @@ class SubmodelLosses(keras.losses.Loss):
         loss_weights: Dict mapping submodel name to a float.
         joint_losses: List of `JointLoss`, called on the targets as given
             and the dict of all outputs.
+        missing_label: `None` or `"nan"`: see `mask_unlabelled_rows`.
     """
 
-    def __init__(self, losses, loss_weights, joint_losses=()):
+    def __init__(self, losses, loss_weights, joint_losses=(), missing_label=None):
         super().__init__(name="joint_loss")
+        self.missing_label = missing_label
         self.names = list(losses)
         self.loss_weights = dict(loss_weights)
         self._losses = {
@@ -253,9 +321,10 @@ class SubmodelLosses(keras.losses.Loss):
         total = None
         self.routed_losses = {}
         for name in active:
-            value = self._losses[name](
-                targets[name], y_pred[name], sample_weights.get(name)
+            target, prediction = mask_unlabelled_rows(
+                targets[name], y_pred[name], self.missing_label
             )
+            value = self._losses[name](target, prediction, sample_weights.get(name))
             self._trackers.update_state(
                 name,
                 unscale_loss_for_distribution(value),
@@ -290,11 +359,13 @@ class SubmodelMetrics(MetricsList):
         metrics: Dict mapping submodel name to metrics as accepted by
             `keras.Model.compile(metrics=...)` for a single model, or `None`.
         weighted_metrics: Same, for metrics weighted by `sample_weight`.
+        missing_label: `None` or `"nan"`: see `mask_unlabelled_rows`.
     """
 
-    def __init__(self, metrics, weighted_metrics):
+    def __init__(self, metrics, weighted_metrics, missing_label=None):
         # `MetricsList.__init__` would set `metrics`, a property here.
         keras.metrics.Metric.__init__(self, name="compile_metrics")
+        self.missing_label = missing_label
         self.names = list(metrics)
         self._per_submodel = {}
         for name in self.names:
@@ -328,15 +399,16 @@ class SubmodelMetrics(MetricsList):
         active = [name for name in self._per_submodel if name in targets]
         self.active = tuple(active)
         for name in active:
+            target, prediction = mask_unlabelled_rows(
+                targets[name], y_pred[name], self.missing_label
+            )
             compile_metrics = self._per_submodel[name]
             if not compile_metrics.built:
-                compile_metrics.build(targets[name], y_pred[name])
+                compile_metrics.build(target, prediction)
                 # Name each metric as it is logged, `{name}_{metric}`.
                 for metric in compile_metrics.metrics:
                     metric.name = f"{name}_{metric.name}"
-            compile_metrics.update_state(
-                targets[name], y_pred[name], sample_weights.get(name)
-            )
+            compile_metrics.update_state(target, prediction, sample_weights.get(name))
 
     def reset_state(self):
         for compile_metrics in self._per_submodel.values():

@@ -199,6 +199,7 @@ class JointModel(keras.Model):
         auto_scale_loss=True,
         joint_losses=None,
         update_every=None,
+        missing_label=None,
     ):
         """Configures the joint model for training.
 
@@ -239,6 +240,13 @@ class JointModel(keras.Model):
                 due keeps its variables and its optimizer state unchanged.
                 Each scheduled submodel gets its own optimizer (a copy of
                 `optimizer` unless a dict is given).
+            missing_label: `None` (default) or `"nan"`: rows whose target
+                for a submodel contains a NaN are unlabelled for it. Rows
+                can also be marked per submodel in `y` as
+                `{name: {"target": t, "mask": m}}` (`m` true where
+                labelled). Unlabelled rows add nothing to that submodel's
+                loss and metrics, whose means are over the labelled rows
+                (a batch with none gives 0).
 
         Raises:
             ValueError: If a dict key names no submodel, or a loss weight
@@ -253,6 +261,7 @@ class JointModel(keras.Model):
             weighted_metrics, names, "weighted_metrics"
         )
         joint_terms = _compile_utils.standardize_joint_losses(joint_losses, names)
+        _compile_utils.check_missing_label(missing_label)
         self._routes_gradients = any(term.updates is not None for term in joint_terms)
         super().compile(
             optimizer=self._build_optimizer(optimizer, update_every),
@@ -267,12 +276,12 @@ class JointModel(keras.Model):
         self._compile_loss = None
         if loss is not None or joint_terms:
             self._compile_loss = _compile_utils.SubmodelLosses(
-                losses, weights, joint_terms
+                losses, weights, joint_terms, missing_label=missing_label
             )
         self._compile_metrics = None
         if metrics is not None or weighted_metrics is not None:
             self._compile_metrics = _compile_utils.SubmodelMetrics(
-                metrics_by_name, weighted_by_name
+                metrics_by_name, weighted_by_name, missing_label=missing_label
             )
         self.loss = loss
         self._joint_compile_args = dict(
@@ -286,6 +295,7 @@ class JointModel(keras.Model):
             jit_compile=self.jit_compile,
             joint_losses=joint_losses,
             update_every=update_every,
+            missing_label=missing_label,
         )
 
     def _build_optimizer(self, optimizer, update_every):

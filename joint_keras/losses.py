@@ -77,6 +77,303 @@ class MutualKL(JointLoss):
         return cls(**config)
 
 
+@keras.saving.register_keras_serializable(package="joint_keras")
+class Distillation(JointLoss):
+    """Knowledge distillation: a student learns a teacher's soft predictions.
+
+    `loss = T^2 * mean over the batch of KL(stop_gradient(p_teacher) ||
+    p_student)`, with `p = softmax(logits / T)`. The teacher gets no
+    gradient from this term: freeze it (`teacher.trainable = False`) when
+    it is pretrained, or give it its own `loss` to train both at once.
+    The factor `T^2` keeps the gradient scale independent of `T`.
+
+    References:
+        Hinton, Vinyals, Dean. Distilling the Knowledge in a Neural
+        Network. NIPS 2014 Deep Learning Workshop, arXiv:1503.02531, 2015.
+
+    Args:
+        teacher: Name of the teacher submodel.
+        student: Name of the student submodel, other than `teacher`.
+        temperature: Positive float `T`. Defaults to 1.0.
+        from_logits: Whether outputs are logits. Defaults to `False`.
+        weight: Weight of the term. Defaults to 1.0.
+        name: Log name. Defaults to `"distillation"`.
+
+    Example:
+
+    ```python
+    teacher.trainable = False
+    model = jk.JointModel({"teacher": teacher, "student": student})
+    model.compile(
+        optimizer="adam",
+        loss={"student": "sparse_categorical_crossentropy"},
+        joint_losses=[
+            jk.losses.Distillation("teacher", "student", temperature=4.0)
+        ],
+    )
+    model.fit(x, {"student": y}, epochs=3)
+    ```
+    """
+
+    def __init__(
+        self,
+        teacher,
+        student,
+        temperature=1.0,
+        from_logits=False,
+        weight=1.0,
+        name="distillation",
+    ):
+        self.teacher = _check_name(teacher, "teacher")
+        self.student = _check_name(student, "student")
+        _check_distinct("Distillation", teacher=teacher, student=student)
+        self.temperature = _check_temperature(temperature)
+        self.from_logits = _check_bool(from_logits, "from_logits")
+        super().__init__(self.compute, weight=weight, name=name)
+
+    def compute(self, y_true, y_pred):
+        teacher = _output(y_pred, self.teacher, "Distillation")
+        student = _output(y_pred, self.student, "Distillation")
+        target = _log_probs(teacher, self.temperature, self.from_logits)
+        log_p = _log_probs(student, self.temperature, self.from_logits)
+        return self.temperature**2 * _kl(ops.stop_gradient(target), log_p)
+
+    def get_config(self):
+        return {
+            "teacher": self.teacher,
+            "student": self.student,
+            "temperature": self.temperature,
+            "from_logits": self.from_logits,
+            "weight": self.weight,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="joint_keras")
+class Consistency(JointLoss):
+    """Consistency: two or more models learn to agree with each other.
+
+    `loss = mean over unordered pairs (i, j), i < j, of mean over the
+    batch of loss(y_pred[i], y_pred[j])`, with `loss` any Keras loss
+    (`"mse"` by default). No output is held fixed: each model is pulled
+    toward the others. With a loss that is not symmetric, the earlier
+    model of each pair in `models` plays the target.
+
+    References:
+        Laine, Aila. Temporal Ensembling for Semi-Supervised Learning.
+        ICLR 2017.
+        Tarvainen, Valpola. Mean teachers are better role models:
+        Weight-averaged consistency targets improve semi-supervised deep
+        learning results. NeurIPS 2017.
+
+    Args:
+        models: List of at least two submodel names.
+        loss: A Keras loss: a string such as `"mse"`, `"mae"` or
+            `"huber"`, a loss function, or a `keras.losses.Loss`.
+            Defaults to `"mse"`.
+        weight: Weight of the term. Defaults to 1.0.
+        name: Log name. Defaults to `"consistency"`.
+
+    Example:
+
+    ```python
+    model = jk.JointModel({"a": a, "b": b})
+    model.compile(
+        optimizer="adam",
+        loss={"a": "mse"},
+        joint_losses=[jk.losses.Consistency(["a", "b"], loss="mae", weight=0.1)],
+    )
+    # Only `a` has targets; `b` learns from agreeing with `a`.
+    model.fit(x, {"a": y}, epochs=3)
+    ```
+    """
+
+    def __init__(self, models, loss="mse", weight=1.0, name="consistency"):
+        self.models = _check_models(models, "Consistency")
+        self.loss = loss
+        self._loss_fn = _get_loss(loss)
+        super().__init__(self.compute, weight=weight, name=name)
+
+    def compute(self, y_true, y_pred):
+        outputs = [_output(y_pred, m, "Consistency") for m in self.models]
+        terms = [
+            ops.mean(self._loss_fn(outputs[i], outputs[j]))
+            for i in range(len(outputs))
+            for j in range(i + 1, len(outputs))
+        ]
+        return ops.mean(ops.stack(terms))
+
+    def get_config(self):
+        loss = self.loss
+        if not isinstance(loss, str):
+            loss = keras.saving.serialize_keras_object(self._loss_fn)
+        return {
+            "models": self.models,
+            "loss": loss,
+            "weight": self.weight,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("loss"), dict):
+            config["loss"] = keras.saving.deserialize_keras_object(config["loss"])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="joint_keras")
+class InfoNCE(JointLoss):
+    """InfoNCE: a two-tower retrieval loss with in-batch negatives.
+
+    With `q = y_pred[query]` and `c = y_pred[candidate]`, both of shape
+    `(batch, dim)` and L2-normalized row by row when `normalize=True`,
+    `logits = q @ transpose(c) / T` and `loss` is the mean over the rows of
+    the softmax cross-entropy with the diagonal as the positive: row `i`'s
+    positive is candidate `i`, and the other candidates of the batch are
+    its negatives. Both towers get gradients.
+
+    References:
+        van den Oord, Li, Vinyals. Representation Learning with
+        Contrastive Predictive Coding. arXiv:1807.03748, 2018.
+        Yi et al. Sampling-Bias-Corrected Neural Modeling for Large Corpus
+        Item Recommendations. RecSys 2019 (in-batch negatives, as in the
+        `Retrieval` task of TensorFlow Recommenders).
+
+    Args:
+        query: Name of the query (for example user) tower.
+        candidate: Name of the candidate (for example item) tower, other
+            than `query`.
+        temperature: Positive float `T`. Defaults to 0.1.
+        normalize: Whether to L2-normalize the embeddings, so the logits
+            are cosine similarities over `T`. Defaults to `True`.
+        weight: Weight of the term. Defaults to 1.0.
+        name: Log name. Defaults to `"infonce"`.
+
+    Example:
+
+    ```python
+    model = jk.JointModel({"user_tower": user_tower, "item_tower": item_tower})
+    model.compile(
+        optimizer="adam",
+        joint_losses=[jk.losses.InfoNCE("user_tower", "item_tower")],
+    )
+    # Row i of `user_features` interacted with row i of `item_features`.
+    x = {"user_tower": user_features, "item_tower": item_features}
+    model.fit(x, None, batch_size=256, epochs=3)
+    ```
+    """
+
+    def __init__(
+        self,
+        query,
+        candidate,
+        temperature=0.1,
+        normalize=True,
+        weight=1.0,
+        name="infonce",
+    ):
+        self.query = _check_name(query, "query")
+        self.candidate = _check_name(candidate, "candidate")
+        _check_distinct("InfoNCE", query=query, candidate=candidate)
+        self.temperature = _check_temperature(temperature)
+        self.normalize = _check_bool(normalize, "normalize")
+        super().__init__(self.compute, weight=weight, name=name)
+
+    def compute(self, y_true, y_pred):
+        q = _embeddings(y_pred, self.query)
+        c = _embeddings(y_pred, self.candidate)
+        if self.normalize:
+            q, c = _l2_normalize(q), _l2_normalize(c)
+        logits = ops.matmul(q, ops.transpose(c)) / self.temperature
+        return -ops.mean(ops.diagonal(ops.log_softmax(logits, axis=-1)))
+
+    def get_config(self):
+        return {
+            "query": self.query,
+            "candidate": self.candidate,
+            "temperature": self.temperature,
+            "normalize": self.normalize,
+            "weight": self.weight,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def _output(y_pred, name, owner):
+    if name not in y_pred:
+        raise ValueError(
+            f"`{owner}` uses the submodel {name!r}, which has no output. "
+            f"Submodels are {list(y_pred)}."
+        )
+    return y_pred[name]
+
+
+def _embeddings(y_pred, name):
+    outputs = _output(y_pred, name, "InfoNCE")
+    if len(outputs.shape) != 2:
+        raise ValueError(
+            f"`InfoNCE` needs embeddings of shape (batch, dim); submodel "
+            f"{name!r} outputs shape {tuple(outputs.shape)}."
+        )
+    return outputs
+
+
+def _l2_normalize(x):
+    # As `tf.math.l2_normalize`: an all-zero row stays zero, with no NaN.
+    squared_norm = ops.sum(ops.square(x), axis=-1, keepdims=True)
+    return x / ops.sqrt(ops.maximum(squared_norm, 1e-12))
+
+
+def _get_loss(loss):
+    if not (isinstance(loss, (str, dict)) or callable(loss)):
+        raise TypeError(
+            "`loss` must be a Keras loss: a string, a loss function or a "
+            f"`keras.losses.Loss`. Received: loss={loss!r} of type "
+            f"{type(loss).__name__}"
+        )
+    try:
+        return keras.losses.get(loss)
+    except ValueError as error:
+        raise ValueError(
+            f"`loss` names no Keras loss. Received: loss={loss!r}"
+        ) from error
+
+
+def _check_name(name, argument):
+    if not isinstance(name, str):
+        raise TypeError(
+            f"`{argument}` must be a submodel name (a string). Received: "
+            f"{argument}={name!r} of type {type(name).__name__}"
+        )
+    return name
+
+
+def _check_distinct(owner, **names):
+    (first, a), (second, b) = names.items()
+    if a == b:
+        raise ValueError(
+            f"`{owner}` needs two different submodels as `{first}` and "
+            f"`{second}`. Received: {first}={a!r}, {second}={b!r}"
+        )
+
+
+def _check_bool(value, argument):
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"`{argument}` must be a bool. Received: {argument}={value!r} of "
+            f"type {type(value).__name__}"
+        )
+    return value
+
+
 def _check_models(models, owner):
     if isinstance(models, str) or len(models) < 2:
         raise ValueError(
