@@ -45,3 +45,13 @@ def combine(per_group, indices, num_variables):
                 continue
             grads[i] = grad if grads[i] is None else grads[i] + grad
     return grads
+
+
+def with_gradients(grads, variables):
+    """The `(grads, variables)` pairs that have a gradient, as two lists.
+
+    Variables a routed loss does not update get no gradient; leaving them
+    out of `optimizer.apply` keeps Keras from warning about them.
+    """
+    pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+    return [g for g, _ in pairs], [v for _, v in pairs]

@@ -40,15 +40,23 @@ class MutualKL(JointLoss):
         from_logits: Whether outputs are logits. Defaults to `False`.
         weight: Weight of the term. Defaults to 1.0.
         name: Log name. Defaults to `"mutual_kl"`.
+        updates: Optional list of the submodels this term updates (see
+            `jk.JointLoss`). Defaults to all it reaches.
     """
 
     def __init__(
-        self, models, temperature=1.0, from_logits=False, weight=1.0, name="mutual_kl"
+        self,
+        models,
+        temperature=1.0,
+        from_logits=False,
+        weight=1.0,
+        name="mutual_kl",
+        updates=None,
     ):
         self.models = _check_models(models, "MutualKL")
         self.temperature = _check_temperature(temperature)
         self.from_logits = from_logits
-        super().__init__(self.compute, weight=weight, name=name)
+        super().__init__(self.compute, weight=weight, name=name, updates=updates)
 
     def compute(self, y_true, y_pred):
         log_p = {
@@ -70,6 +78,7 @@ class MutualKL(JointLoss):
             "from_logits": self.from_logits,
             "weight": self.weight,
             "name": self.name,
+            "updates": self.updates,
         }
 
     @classmethod
@@ -98,6 +107,8 @@ class Distillation(JointLoss):
         from_logits: Whether outputs are logits. Defaults to `False`.
         weight: Weight of the term. Defaults to 1.0.
         name: Log name. Defaults to `"distillation"`.
+        updates: Optional list of the submodels this term updates (see
+            `jk.JointLoss`). Defaults to all it reaches.
 
     Example:
 
@@ -123,13 +134,14 @@ class Distillation(JointLoss):
         from_logits=False,
         weight=1.0,
         name="distillation",
+        updates=None,
     ):
         self.teacher = _check_name(teacher, "teacher")
         self.student = _check_name(student, "student")
         _check_distinct("Distillation", teacher=teacher, student=student)
         self.temperature = _check_temperature(temperature)
         self.from_logits = _check_bool(from_logits, "from_logits")
-        super().__init__(self.compute, weight=weight, name=name)
+        super().__init__(self.compute, weight=weight, name=name, updates=updates)
 
     def compute(self, y_true, y_pred):
         teacher = _output(y_pred, self.teacher, "Distillation")
@@ -146,6 +158,7 @@ class Distillation(JointLoss):
             "from_logits": self.from_logits,
             "weight": self.weight,
             "name": self.name,
+            "updates": self.updates,
         }
 
     @classmethod
@@ -177,6 +190,8 @@ class Consistency(JointLoss):
             Defaults to `"mse"`.
         weight: Weight of the term. Defaults to 1.0.
         name: Log name. Defaults to `"consistency"`.
+        updates: Optional list of the submodels this term updates (see
+            `jk.JointLoss`). Defaults to all it reaches.
 
     Example:
 
@@ -192,11 +207,13 @@ class Consistency(JointLoss):
     ```
     """
 
-    def __init__(self, models, loss="mse", weight=1.0, name="consistency"):
+    def __init__(
+        self, models, loss="mse", weight=1.0, name="consistency", updates=None
+    ):
         self.models = _check_models(models, "Consistency")
         self.loss = loss
         self._loss_fn = _get_loss(loss)
-        super().__init__(self.compute, weight=weight, name=name)
+        super().__init__(self.compute, weight=weight, name=name, updates=updates)
 
     def compute(self, y_true, y_pred):
         outputs = [_output(y_pred, m, "Consistency") for m in self.models]
@@ -216,6 +233,7 @@ class Consistency(JointLoss):
             "loss": loss,
             "weight": self.weight,
             "name": self.name,
+            "updates": self.updates,
         }
 
     @classmethod
@@ -253,6 +271,8 @@ class InfoNCE(JointLoss):
             are cosine similarities over `T`. Defaults to `True`.
         weight: Weight of the term. Defaults to 1.0.
         name: Log name. Defaults to `"infonce"`.
+        updates: Optional list of the submodels this term updates (see
+            `jk.JointLoss`). Defaults to all it reaches.
 
     Example:
 
@@ -276,13 +296,14 @@ class InfoNCE(JointLoss):
         normalize=True,
         weight=1.0,
         name="infonce",
+        updates=None,
     ):
         self.query = _check_name(query, "query")
         self.candidate = _check_name(candidate, "candidate")
         _check_distinct("InfoNCE", query=query, candidate=candidate)
         self.temperature = _check_temperature(temperature)
         self.normalize = _check_bool(normalize, "normalize")
-        super().__init__(self.compute, weight=weight, name=name)
+        super().__init__(self.compute, weight=weight, name=name, updates=updates)
 
     def compute(self, y_true, y_pred):
         q = _embeddings(y_pred, self.query)
@@ -300,6 +321,7 @@ class InfoNCE(JointLoss):
             "normalize": self.normalize,
             "weight": self.weight,
             "name": self.name,
+            "updates": self.updates,
         }
 
     @classmethod

@@ -365,3 +365,26 @@ def test_optimizer_and_schedule_errors():
         joint.compile(loss="mse", joint_losses=[jk.JointLoss(agreement, updates=["c"])])
     with pytest.raises(ValueError, match="non-empty list"):
         jk.JointLoss(agreement, updates=[])
+
+
+def test_built_in_joint_losses_take_updates_and_save_it():
+    a, b = mlp("a"), mlp("b")
+    x, _ = data()
+    before_a = reference.weights_of(a)
+    _, grads = reference.value_and_grad(
+        lambda: ops.mean(keras.losses.mean_squared_error(a(x), b(x))),
+        b.trainable_variables,
+    )
+    want_b = [w - 0.1 * g for w, g in zip(reference.weights_of(b), grads)]
+    term = jk.losses.Consistency(["a", "b"], updates=["b"])
+    joint = jk.JointModel({"a": a, "b": b})
+    joint.compile(optimizer=keras.optimizers.SGD(0.1), joint_losses=[term])
+    joint.train_on_batch(x, None)
+    for got, want in zip(reference.weights_of(a), before_a):
+        np.testing.assert_array_equal(got, want)
+    for got, want in zip(reference.weights_of(b), want_b):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(term)
+    )
+    assert restored.updates == ["b"]

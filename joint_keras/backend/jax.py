@@ -41,10 +41,23 @@ def train_step(model, state, data):
         (grads,) = vjp_fn(basis[k])
         per_group.append([grads[i] for i in idx])
     grads = _routing.combine(per_group, indices, len(trainable))
-    trainable, optimizer_vars = model.optimizer.stateless_apply(
-        optimizer_vars, grads, trainable
+    trainable, optimizer_vars = _stateless_apply(
+        model, grads, trainable, optimizer_vars
     )
     logs, metrics_vars = model._update_metrics_variables(
         metrics_vars, unscaled_loss, x, y, y_pred, sample_weight
     )
     return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
+
+
+def _stateless_apply(model, grads, trainable, optimizer_vars):
+    """`optimizer.stateless_apply` on the variables that have a gradient."""
+    optimizer, variables = model.optimizer, model.trainable_variables
+    mapping = list(zip(variables, trainable))
+    mapping += list(zip(optimizer.variables, optimizer_vars))
+    with keras.StatelessScope(state_mapping=mapping) as scope:
+        optimizer.apply(*_routing.with_gradients(grads, variables))
+    return (
+        [scope.get_current_value(v) for v in variables],
+        [scope.get_current_value(v) for v in optimizer.variables],
+    )

@@ -28,5 +28,5 @@ def train_step(model, data):
     ]
     del tape
     grads = _routing.combine(per_group, indices, len(variables))
-    model.optimizer.apply(grads, variables)
+    model.optimizer.apply(*_routing.with_gradients(grads, variables))
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)

@@ -29,5 +29,5 @@ def train_step(model, data):
         )
     grads = _routing.combine(per_group, indices, len(variables))
     with torch.no_grad():
-        model.optimizer.apply(grads, variables)
+        model.optimizer.apply(*_routing.with_gradients(grads, variables))
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
