@@ -1,10 +1,19 @@
 """joint_keras: train several Keras models jointly, with `fit()`."""
 
+from joint_keras import callbacks
 from joint_keras import losses
+from joint_keras import weighting
 from joint_keras.joint_loss import JointLoss
 from joint_keras.joint_model import JointModel
 from joint_keras.submodel_optimizer import SubmodelOptimizer
 
 __version__ = "0.1.0"
 
-__all__ = ["JointLoss", "JointModel", "SubmodelOptimizer", "losses"]
+__all__ = [
+    "JointLoss",
+    "JointModel",
+    "SubmodelOptimizer",
+    "callbacks",
+    "losses",
+    "weighting",
+]

@@ -226,72 +226,111 @@ def _batch_size(y_pred):
     return ops.shape(tree.flatten(y_pred)[0])[0]
 
 
-class LossTrackers(MetricsList):
-    """One `Mean` per submodel loss, logged as `{name}_loss`.
+class _LastValue(keras.metrics.Metric):
+    """Reports the last value it was given (a loss weight)."""
 
-    Only the submodels that had targets in the step being traced are
-    reported, so a submodel trained without targets does not log a stale
-    or zero loss. Being a Keras `MetricsList` of metrics named as logged,
-    with their direction, lets callbacks monitor `val_{name}_loss` in
+    def __init__(self, name):
+        super().__init__(name=name)
+        self.value = self.add_variable(shape=(), initializer="zeros", name="value")
+
+    def update_state(self, value):
+        self.value.assign(ops.cast(value, self.value.dtype))
+
+    def result(self):
+        return ops.convert_to_tensor(self.value)
+
+
+class LossTrackers(MetricsList):
+    """One `Mean` per task loss, logged as `{name}_loss`, and with
+    `report_weights` the current weight of each task, `{name}_weight`.
+
+    Only the tasks that had a loss in the step being traced are reported,
+    so a submodel trained without targets does not log a stale or zero
+    loss. Being a Keras `MetricsList` of metrics named as logged, with
+    their direction, lets callbacks monitor `val_{name}_loss` in
     `mode="auto"`.
     """
 
-    def __init__(self, names):
+    def __init__(self, names, report_weights=False):
         self._means = {name: keras.metrics.Mean(name=f"{name}_loss") for name in names}
         for mean in self._means.values():
             mean._direction = "down"
-        super().__init__(list(self._means.values()), name="submodel_losses")
+        self._weights = {}
+        if report_weights:
+            self._weights = {name: _LastValue(f"{name}_weight") for name in names}
+        super().__init__(
+            list(self._means.values()) + list(self._weights.values()),
+            name="submodel_losses",
+        )
         self.active = tuple(names)
 
     @property
     def variables(self):
-        return [v for m in self._means.values() for v in m.variables]
+        trackers = list(self._means.values()) + list(self._weights.values())
+        return [v for m in trackers for v in m.variables]
 
     def update_state(self, name, value, batch_size):
         self._means[name].update_state(value, sample_weight=batch_size)
+
+    def update_weight(self, name, value):
+        if name in self._weights:
+            self._weights[name].update_state(value)
 
     def reset_state(self):
         for mean in self._means.values():
             mean.reset_state()
 
     def result(self):
-        return {
+        results = {
             mean.name: mean.result()
             for name, mean in self._means.items()
             if name in self.active
         }
+        for name, weight in self._weights.items():
+            if name in self.active:
+                results[weight.name] = weight.result()
+        return results
 
 
 class SubmodelLosses(keras.losses.Loss):
-    """Weighted sum of per-submodel and joint losses, each tracked as
-    `{name}_loss`.
+    """Per-submodel and joint losses ("tasks"), weighted by a strategy.
 
-    Calling it returns the sum of the terms that update every variable they
-    reach (`None` if there are none). Joint losses with `updates` are summed
-    per set of updated submodels into `routed_losses`, a dict keyed by a
-    tuple of submodel names (in submodel order), filled on each call.
+    Each task is tracked as `{name}_loss` (unweighted). Calling it returns
+    the weighted sum of the tasks that update every variable they reach,
+    plus the strategy's extra term (`None` if there is nothing). After each
+    call:
+
+    - `routed_losses`: the weighted joint losses with `updates`, summed per
+      set of updated submodels, keyed by a tuple of submodel names.
+    - `task_indices`, `task_losses`: positions (in `task_names`) and
+      weighted values (a tensor) of the tasks that had a loss.
+    - `extra_loss`: the strategy's extra term, or `None`.
 
     Args:
         losses: Dict mapping submodel name to a Keras loss identifier (as
             accepted by `keras.Model.compile(loss=...)`), or `None`.
-        loss_weights: Dict mapping submodel name to a float.
         joint_losses: List of `JointLoss`, called on the targets as given
             and the dict of all outputs.
+        weighting: A built `jk.weighting.Weighting` over `task_names`.
         missing_label: `None` or `"nan"`: see `mask_unlabelled_rows`.
     """
 
-    def __init__(self, losses, loss_weights, joint_losses=(), missing_label=None):
+    def __init__(self, losses, joint_losses, weighting, missing_label=None):
         super().__init__(name="joint_loss")
         self.missing_label = missing_label
         self.names = list(losses)
-        self.loss_weights = dict(loss_weights)
         self._losses = {
             name: CompileLoss(loss) for name, loss in losses.items() if loss is not None
         }
         self.joint_losses = list(joint_losses)
+        self.task_names = task_names(losses, joint_losses)
+        self.weighting = weighting
+        self.training = True
         self.routed_losses = {}
+        self.task_indices, self.task_losses, self.extra_loss = [], None, None
+        self._updates = {term.name: term.updates for term in self.joint_losses}
         self._trackers = LossTrackers(
-            list(self._losses) + [term.name for term in self.joint_losses]
+            self.task_names, report_weights=type(weighting).__name__ != "Fixed"
         )
 
     @property
@@ -312,40 +351,66 @@ class SubmodelLosses(keras.losses.Loss):
         return self.call(y_true, y_pred, sample_weight)
 
     def call(self, y_true, y_pred, sample_weight=None):
+        values = self._task_values(y_true, y_pred, sample_weight)
+        indices = [k for k, name in enumerate(self.task_names) if name in values]
+        self._trackers.active = tuple(self.task_names[k] for k in indices)
+        self.routed_losses, self.task_indices = {}, indices
+        self.task_losses, self.extra_loss = None, None
+        if not indices:
+            return None
+        losses = ops.stack([values[self.task_names[k]] for k in indices])
+        weights = self.weighting.task_weights(
+            ops.stop_gradient(losses), indices, self.training
+        )
+        weighted = losses * weights
+        self.task_losses = weighted
+        total = None
+        for i, k in enumerate(indices):
+            name = self.task_names[k]
+            self._trackers.update_weight(name, weights[i])
+            updates = self._updates.get(name)
+            if updates is None:
+                total = weighted[i] if total is None else total + weighted[i]
+            else:
+                key = tuple(n for n in self.names if n in updates)
+                previous = self.routed_losses.get(key)
+                self.routed_losses[key] = (
+                    weighted[i] if previous is None else previous + weighted[i]
+                )
+        self.extra_loss = self.weighting.extra_loss(indices)
+        if self.extra_loss is not None:
+            total = self.extra_loss if total is None else total + self.extra_loss
+        return total
+
+    def _task_values(self, y_true, y_pred, sample_weight):
+        """Dict task name -> unweighted loss, for the tasks with a loss."""
         targets = split_by_submodel(y_true, self.names, "y")
         sample_weights = split_by_submodel(sample_weight, self.names, "sample_weight")
-        active = [name for name in self._losses if name in targets]
-        self._trackers.active = tuple(active) + tuple(
-            term.name for term in self.joint_losses
-        )
-        total = None
-        self.routed_losses = {}
-        for name in active:
+        values = {}
+        for name in self._losses:
+            if name not in targets:
+                continue
             target, prediction = mask_unlabelled_rows(
                 targets[name], y_pred[name], self.missing_label
             )
             value = self._losses[name](target, prediction, sample_weights.get(name))
             self._trackers.update_state(
-                name,
-                unscale_loss_for_distribution(value),
-                _batch_size(y_pred[name]),
+                name, unscale_loss_for_distribution(value), _batch_size(y_pred[name])
             )
-            value = value * self.loss_weights[name]
-            total = value if total is None else total + value
+            values[name] = value
         for term in self.joint_losses:
             value = ops.cast(term(y_true, y_pred), self.dtype)
             self._trackers.update_state(term.name, value, _batch_size(y_pred))
             # Like Keras losses, scaled per replica under `tf.distribute`.
-            value = scale_loss_for_distribution(value) * term.weight
-            if term.updates is None:
-                total = value if total is None else total + value
-            else:
-                key = tuple(n for n in self.names if n in term.updates)
-                previous = self.routed_losses.get(key)
-                self.routed_losses[key] = (
-                    value if previous is None else previous + value
-                )
-        return total
+            values[term.name] = scale_loss_for_distribution(value)
+        return values
+
+
+def task_names(losses, joint_losses):
+    """Submodels with a loss, in order, then the joint losses."""
+    return [n for n, loss in losses.items() if loss is not None] + [
+        term.name for term in joint_losses
+    ]
 
 
 class SubmodelMetrics(MetricsList):

@@ -7,6 +7,7 @@ import keras
 from joint_keras import _compile_utils
 from joint_keras import _serialization
 from joint_keras import backend as _backend
+from joint_keras import weighting as weighting_module
 from joint_keras.submodel_optimizer import SubmodelOptimizer
 
 # A submodel name `n` logs `n_loss`; validation logs prefix `val_`, so these
@@ -66,7 +67,8 @@ class JointModel(keras.Model):
     def __init__(self, submodels, **kwargs):
         super().__init__(**kwargs)
         self._submodels = _standardize_submodels(submodels)
-        self._routes_gradients = False
+        self._step_kind = "keras"
+        self._weighting = None
         # Per-trace scratch (the loss groups of the step being traced),
         # kept in a plain object so that Keras does not track the tensors.
         self._trace = types.SimpleNamespace(loss_groups={})
@@ -200,6 +202,7 @@ class JointModel(keras.Model):
         joint_losses=None,
         update_every=None,
         missing_label=None,
+        weighting=None,
     ):
         """Configures the joint model for training.
 
@@ -247,6 +250,11 @@ class JointModel(keras.Model):
                 labelled). Unlabelled rows add nothing to that submodel's
                 loss and metrics, whose means are over the labelled rows
                 (a batch with none gives 0).
+            weighting: How the tasks (each submodel's loss and each joint
+                loss) are weighted: `None` or `"fixed"` (the compiled
+                weights, kept live in `loss_weights_variable`), or a
+                strategy from `jk.weighting` (object or name). Strategies
+                other than fixed log `{task}_weight`.
 
         Raises:
             ValueError: If a dict key names no submodel, or a loss weight
@@ -262,7 +270,13 @@ class JointModel(keras.Model):
         )
         joint_terms = _compile_utils.standardize_joint_losses(joint_losses, names)
         _compile_utils.check_missing_label(missing_label)
-        self._routes_gradients = any(term.updates is not None for term in joint_terms)
+        strategy = weighting_module.get(weighting)
+        routed = any(term.updates is not None for term in joint_terms)
+        if strategy.gradient_level and routed:
+            raise ValueError(
+                f"`weighting={strategy.name!r}` combines per-task gradients, "
+                "which does not go with joint losses that set `updates`."
+            )
         super().compile(
             optimizer=self._build_optimizer(optimizer, update_every),
             run_eagerly=run_eagerly,
@@ -274,10 +288,20 @@ class JointModel(keras.Model):
         # `compute_loss`, build both containers before the first step, and
         # list their trackers in `self.metrics`.
         self._compile_loss = None
-        if loss is not None or joint_terms:
+        self._set_weighting(None)
+        tasks = _compile_utils.task_names(losses, joint_terms)
+        if tasks:
+            base = [weights[n] for n in names if losses[n] is not None]
+            strategy.build_for_tasks(tasks, base + [t.weight for t in joint_terms])
+            self._set_weighting(strategy)
             self._compile_loss = _compile_utils.SubmodelLosses(
-                losses, weights, joint_terms, missing_label=missing_label
+                losses, joint_terms, strategy, missing_label=missing_label
             )
+        self._step_kind = "keras"
+        if routed:
+            self._step_kind = "routed"
+        elif strategy.gradient_level and tasks:
+            self._step_kind = "gradient"
         self._compile_metrics = None
         if metrics is not None or weighted_metrics is not None:
             self._compile_metrics = _compile_utils.SubmodelMetrics(
@@ -296,7 +320,14 @@ class JointModel(keras.Model):
             joint_losses=joint_losses,
             update_every=update_every,
             missing_label=missing_label,
+            weighting=weighting,
         )
+
+    def _set_weighting(self, strategy):
+        # Untrack a previous strategy, so that its variables leave the model.
+        if getattr(self, "_weighting", None) is not None:
+            del self._weighting
+        self._weighting = strategy
 
     def _build_optimizer(self, optimizer, update_every):
         """Returns the optimizer to give Keras, a `SubmodelOptimizer` when
@@ -346,16 +377,44 @@ class JointModel(keras.Model):
                 for name in reversed(owners):
                     for v in self._submodels[name].trainable_variables:
                         owner_by_id[id(v)] = name
-            return owner_by_id[id(variable)]
+            # Variables of no submodel (a weighting strategy's) go to the
+            # first optimizer.
+            return owner_by_id.get(id(variable), owners[0])
 
         return owner_of
 
     def train_step(self, *args):
         # Joint losses with `updates` need one gradient per group of
-        # updated submodels; everything else is Keras's own step.
-        if self._routes_gradients:
+        # updated submodels, gradient-level weighting one per task;
+        # everything else is Keras's own step.
+        if self._step_kind == "routed":
             return _backend.train_step(self, *args)
+        if self._step_kind == "gradient":
+            return _backend.gradient_step(self, *args)
         return super().train_step(*args)
+
+    def fit(
+        self,
+        x=None,
+        y=None,
+        batch_size=None,
+        epochs=1,
+        verbose="auto",
+        callbacks=None,
+        **kwargs,
+    ):
+        callbacks = list(callbacks or [])
+        if self._weighting is not None and self._weighting.needs_epoch_end:
+            callbacks.insert(0, _WeightingEpochEnd())
+        return super().fit(
+            x,
+            y,
+            batch_size=batch_size,
+            epochs=epochs,
+            verbose=verbose,
+            callbacks=callbacks,
+            **kwargs,
+        )
 
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
@@ -372,9 +431,9 @@ class JointModel(keras.Model):
         `compute_joint_loss`). Key `(names...)`: the joint losses that
         update only those submodels.
         """
-        del training
         everything, routed = [], {}
         if self._compile_loss is not None:
+            self._compile_loss.training = training
             value = self._compile_loss(y, y_pred, sample_weight)
             if value is not None:
                 everything.append(value)
@@ -427,10 +486,33 @@ class JointModel(keras.Model):
 
     @property
     def loss_weights(self):
-        """Dict of the loss weight of each submodel, as compiled."""
-        if self._compile_loss is None:
+        """Dict of the current base weight of each submodel with a loss."""
+        weights = self.task_weights
+        return {name: weights[name] for name in self._submodels if name in weights}
+
+    @property
+    def task_names(self):
+        """Names of the tasks: submodels with a loss, then joint losses."""
+        return list(self._weighting.task_names) if self._weighting else []
+
+    @property
+    def task_weights(self):
+        """Dict of the current base weight of every task (as floats)."""
+        if self._weighting is None:
             return {}
-        return dict(self._compile_loss.loss_weights)
+        values = keras.ops.convert_to_numpy(self._weighting.base_weights)
+        return {name: float(v) for name, v in zip(self.task_names, values)}
+
+    @property
+    def loss_weights_variable(self):
+        """The `keras.Variable` of the base weight of each task, in
+        `task_names` order; assign to it to reweight during training."""
+        if self._weighting is None:
+            raise ValueError(
+                "`loss_weights_variable` exists once `compile()` has given "
+                "the model a loss."
+            )
+        return self._weighting.base_weights
 
     def get_compile_config(self):
         if self.compiled and hasattr(self, "_joint_compile_args"):
@@ -511,3 +593,10 @@ def _check_is_model(model, where):
             f"`{where}` must be a `keras.Model`. Received: {model!r} of "
             f"type {type(model).__name__}"
         )
+
+
+class _WeightingEpochEnd(keras.callbacks.Callback):
+    """Lets an epoch-based strategy (such as `DWA`) roll its statistics."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model._weighting.on_epoch_end()

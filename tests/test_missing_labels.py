@@ -8,17 +8,7 @@ from keras import ops
 
 import joint_keras as jk
 from tests import reference
-
-
-def mlp(name):
-    return keras.Sequential(
-        [
-            keras.Input((3,)),
-            keras.layers.Dense(4, activation="tanh"),
-            keras.layers.Dense(2),
-        ],
-        name=name,
-    )
+from tests.models import mlp
 
 
 def data(n=16):

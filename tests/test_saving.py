@@ -71,7 +71,7 @@ def test_save_and_load_round_trip(tmp_path):
     assert len(loaded.trainable_variables) == len(joint.trainable_variables)
     assert_same_values(numpy_list(joint.weights), numpy_list(loaded.weights))
     # Compile configuration and optimizer state.
-    assert loaded.loss_weights == {"m1": 0.3, "m2": 2.0}
+    assert loaded.loss_weights == pytest.approx({"m1": 0.3, "m2": 2.0})
     assert int(ops.convert_to_numpy(loaded.optimizer.iterations)) == 8
     assert_same_values(
         numpy_list(joint.optimizer.variables), numpy_list(loaded.optimizer.variables)

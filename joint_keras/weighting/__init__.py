@@ -1,0 +1,45 @@
+"""Loss-weighting and gradient-combining strategies for `JointModel`.
+
+Pass one to `JointModel.compile(weighting=...)`, as an object or by name.
+Loss-level strategies change the weights of the summed objective; gradient
+-level ones combine the per-task gradients on the variables the submodels
+share.
+"""
+
+from joint_keras.weighting.base import Weighting
+from joint_keras.weighting.dwa import DWA
+from joint_keras.weighting.fixed import Fixed
+from joint_keras.weighting.rlw import RLW
+from joint_keras.weighting.uncertainty import Uncertainty
+
+_BY_NAME = {
+    "fixed": Fixed,
+    "uncertainty": Uncertainty,
+    "dwa": DWA,
+    "rlw": RLW,
+}
+
+
+def get(identifier):
+    """Returns a fresh `Weighting` for a name, `None` (fixed) or an object.
+
+    Args:
+        identifier: `None`, a name (`"fixed"`, `"uncertainty"`, `"dwa"`,
+            `"rlw"`, ...), or a `Weighting` instance.
+
+    Returns:
+        A `Weighting` instance.
+    """
+    if identifier is None:
+        return Fixed()
+    if isinstance(identifier, Weighting):
+        return identifier
+    if isinstance(identifier, str) and identifier.lower() in _BY_NAME:
+        return _BY_NAME[identifier.lower()]()
+    raise ValueError(
+        "`weighting` must be None, a `jk.weighting.Weighting` or one of "
+        f"{sorted(_BY_NAME)}. Received: weighting={identifier!r}"
+    )
+
+
+__all__ = ["DWA", "RLW", "Fixed", "Uncertainty", "Weighting", "get"]

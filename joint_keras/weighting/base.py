@@ -1,0 +1,113 @@
+"""`Weighting`: how a `JointModel` turns its task losses into one update."""
+
+import keras
+from keras import ops
+
+
+class Weighting(keras.layers.Layer):
+    """Base class of the loss-weighting strategies in `jk.weighting`.
+
+    A task is one term of the objective: a submodel's loss or a joint loss.
+    `JointModel.compile(weighting=...)` builds the strategy on the task
+    names and the compiled weights (`loss_weights`, joint-loss weights),
+    kept as the live variable `base_weights` (assignable at any time, e.g.
+    by `jk.callbacks.LossWeightScheduler`). Strategies keep all their state
+    in Keras variables, so it is saved, restored and resumed with the model
+    and threaded through `jax.jit`.
+
+    Loss-level strategies override `task_weights` (and maybe `extra_loss`):
+    the objective is `sum_k w_k * L_k + extra_loss`. Gradient-level
+    strategies set `gradient_level = True` and override `coefficients`: the
+    gradient on shared variables is `sum_k a_k * grad L_k`, with `a`
+    computed from the Gram matrix of the per-task gradients.
+
+    Subclasses create their variables in `build_state(num_tasks)` and keep
+    an attribute per constructor argument for `get_config`.
+    """
+
+    gradient_level = False
+    needs_epoch_end = False
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("trainable", True)
+        super().__init__(**kwargs)
+        self.task_names = []
+
+    def build_for_tasks(self, task_names, base_weights):
+        """Creates the variables for `task_names` (called by `compile`)."""
+        self.task_names = list(task_names)
+        num_tasks = len(self.task_names)
+        self.base_weights = self.add_weight(
+            shape=(num_tasks,),
+            initializer=keras.initializers.Constant(list(base_weights)),
+            trainable=False,
+            name="base_weights",
+        )
+        self.build_state(num_tasks)
+        self.built = True
+
+    def build_state(self, num_tasks):
+        """Override to create the strategy's variables."""
+
+    def task_weights(self, losses, indices, training):
+        """Effective weight of each task with a loss in this step.
+
+        Args:
+            losses: Tensor `(n,)` of the loss values of the tasks at
+                `indices`, with no gradient.
+            indices: Python list of the positions (in `task_names`) of the
+                `n` tasks that have a loss this step (a submodel without
+                targets has none).
+            training: Python bool; state is updated only when true.
+
+        Returns:
+            Tensor `(n,)`. It may carry gradient to trainable strategy
+            variables (as in `Uncertainty`).
+        """
+        return self.gather(self.base_weights, indices)
+
+    def extra_loss(self, indices):
+        """A term added to the objective (a regularizer), or None."""
+        return None
+
+    def coefficients(self, gram, losses, indices, training):
+        """Gradient-level strategies: how to combine per-task gradients.
+
+        Args:
+            gram: Tensor `(n, n)`, the Gram matrix `G G^T` of the per-task
+                gradients `G` on the shared variables, each task's loss
+                scaled by its base weight.
+            losses: As in `task_weights`.
+            indices: As in `task_weights`.
+            training: As in `task_weights`.
+
+        Returns:
+            Tuple `(a, b)` of tensors `(n,)`: the shared variables get
+            `sum_k a_k g_k`, the other variables `sum_k b_k g_k`.
+        """
+        raise NotImplementedError
+
+    @staticmethod
+    def gather(variable, indices):
+        """The entries of a `(num_tasks,)` variable at `indices`."""
+        return ops.take(ops.convert_to_tensor(variable), ops.array(indices), axis=0)
+
+    @staticmethod
+    def scatter(variable, indices, values):
+        """Assigns `values` to the entries of `variable` at `indices`."""
+        variable.assign(
+            ops.scatter_update(
+                ops.convert_to_tensor(variable),
+                ops.expand_dims(ops.array(indices), -1),
+                ops.cast(values, variable.dtype),
+            )
+        )
+
+    def on_epoch_end(self):
+        """Called after every training epoch when `needs_epoch_end`."""
+
+    def get_config(self):
+        config = super().get_config()
+        for key in ("trainable", "dtype"):
+            config.pop(key, None)
+        return config

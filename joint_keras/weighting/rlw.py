@@ -1,0 +1,39 @@
+"""`RLW`: random loss weighting (Lin et al.)."""
+
+import keras
+from keras import ops
+
+from joint_keras.weighting.base import Weighting
+
+
+@keras.saving.register_keras_serializable(package="joint_keras")
+class RLW(Weighting):
+    """Draws new task weights at every training step.
+
+    `w = K * softmax(e)`, `e ~ Normal(0, 1)^K`, times the compiled weights;
+    evaluation uses the compiled weights. A surprisingly strong baseline:
+    on average every task is weighted equally, and no task can dominate
+    for long.
+
+    References:
+        Lin, Ye, Xu, Shi, Zhang. Reasonable Effectiveness of Random
+        Weighting: A Litmus Test for Multi-Task Learning. TMLR 2022.
+
+    Args:
+        seed: Optional int seed.
+    """
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def task_weights(self, losses, indices, training):
+        base = self.gather(self.base_weights, indices)
+        if not training:
+            return base
+        draw = keras.random.normal((len(indices),), seed=self.seed_generator)
+        return base * len(indices) * ops.softmax(draw)
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
