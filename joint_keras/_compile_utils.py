@@ -251,23 +251,36 @@ class LossTrackers(MetricsList):
     `mode="auto"`.
     """
 
-    def __init__(self, names, report_weights=False):
+    def __init__(self, names, report_weights=False, report_cosines=False):
         self._means = {name: keras.metrics.Mean(name=f"{name}_loss") for name in names}
         for mean in self._means.values():
             mean._direction = "down"
         self._weights = {}
         if report_weights:
             self._weights = {name: _LastValue(f"{name}_weight") for name in names}
-        super().__init__(
-            list(self._means.values()) + list(self._weights.values()),
-            name="submodel_losses",
-        )
+        self._cosines = {}
+        if report_cosines:
+            self._cosines = {
+                (a, b): _LastValue(f"grad_cos_{a}_{b}")
+                for i, a in enumerate(names)
+                for b in names[i + 1 :]
+            }
+        super().__init__(self._trackers(), name="submodel_losses")
         self.active = tuple(names)
+
+    def _trackers(self):
+        return (
+            list(self._means.values())
+            + list(self._weights.values())
+            + list(self._cosines.values())
+        )
 
     @property
     def variables(self):
-        trackers = list(self._means.values()) + list(self._weights.values())
-        return [v for m in trackers for v in m.variables]
+        return [v for m in self._trackers() for v in m.variables]
+
+    def update_cosine(self, a, b, value):
+        self._cosines[(a, b)].update_state(value)
 
     def update_state(self, name, value, batch_size):
         self._means[name].update_state(value, sample_weight=batch_size)
@@ -289,6 +302,9 @@ class LossTrackers(MetricsList):
         for name, weight in self._weights.items():
             if name in self.active:
                 results[weight.name] = weight.result()
+        for (a, b), cosine in self._cosines.items():
+            if a in self.active and b in self.active:
+                results[cosine.name] = cosine.result()
         return results
 
 
@@ -328,9 +344,12 @@ class SubmodelLosses(keras.losses.Loss):
         self.training = True
         self.routed_losses = {}
         self.task_indices, self.task_losses, self.extra_loss = [], None, None
+        self.task_weights = None
         self._updates = {term.name: term.updates for term in self.joint_losses}
         self._trackers = LossTrackers(
-            self.task_names, report_weights=type(weighting).__name__ != "Fixed"
+            self.task_names,
+            report_weights=type(weighting).__name__ != "Fixed",
+            report_cosines=weighting.gradient_level,
         )
 
     @property
@@ -363,7 +382,7 @@ class SubmodelLosses(keras.losses.Loss):
             ops.stop_gradient(losses), indices, self.training
         )
         weighted = losses * weights
-        self.task_losses = weighted
+        self.task_losses, self.task_weights = weighted, weights
         total = None
         for i, k in enumerate(indices):
             name = self.task_names[k]
@@ -381,6 +400,23 @@ class SubmodelLosses(keras.losses.Loss):
         if self.extra_loss is not None:
             total = self.extra_loss if total is None else total + self.extra_loss
         return total
+
+    def record_coefficients(self, a):
+        """Logs `{task}_weight` as the task weight times the strategy's
+        gradient coefficient `a` (gradient-level strategies)."""
+        for i, k in enumerate(self.task_indices):
+            self._trackers.update_weight(
+                self.task_names[k], self.task_weights[i] * a[i]
+            )
+
+    def record_cosines(self, gram):
+        """Logs `grad_cos_{a}_{b}` from the Gram matrix of the active tasks'
+        gradients (rows in `task_indices` order)."""
+        cosines = cosine_matrix(gram)
+        names = [self.task_names[k] for k in self.task_indices]
+        for i, a in enumerate(names):
+            for j in range(i + 1, len(names)):
+                self._trackers.update_cosine(a, names[j], cosines[i, j])
 
     def _task_values(self, y_true, y_pred, sample_weight):
         """Dict task name -> unweighted loss, for the tasks with a loss."""
@@ -404,6 +440,12 @@ class SubmodelLosses(keras.losses.Loss):
             # Like Keras losses, scaled per replica under `tf.distribute`.
             values[term.name] = scale_loss_for_distribution(value)
         return values
+
+
+def cosine_matrix(gram):
+    """Pairwise cosines of the vectors whose Gram matrix is `gram`."""
+    norms = ops.sqrt(ops.maximum(ops.diagonal(gram), 0.0))
+    return ops.divide_no_nan(gram, ops.outer(norms, norms))
 
 
 def task_names(losses, joint_losses):

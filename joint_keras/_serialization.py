@@ -12,11 +12,16 @@ import keras
 
 
 def shared_layers(submodels):
-    """Returns `{layer: [submodel names]}` for layers used by several."""
+    """Returns `{layer: [submodel names]}` for layers used by several.
+
+    Input layers are left out: submodels built on one `keras.Input` share
+    it, but it holds no state, so each may get its own back.
+    """
     owners = {}
     for name, model in submodels.items():
         for layer in model._flatten_layers(include_self=False):
-            owners.setdefault(layer, []).append(name)
+            if not isinstance(layer, keras.layers.InputLayer):
+                owners.setdefault(layer, []).append(name)
     return {layer: names for layer, names in owners.items() if len(names) > 1}
 
 

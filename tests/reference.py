@@ -42,7 +42,7 @@ def value_and_grad(loss_fn, variables):
     else:
         raise NotImplementedError(backend)
     to_numpy = keras.ops.convert_to_numpy
-    return float(to_numpy(loss)), [to_numpy(g) for g in grads]
+    return float(to_numpy(loss)), [None if g is None else to_numpy(g) for g in grads]
 
 
 def sgd_step(loss_fn, variables, learning_rate):

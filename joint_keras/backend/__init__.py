@@ -15,11 +15,19 @@ strategies. Everything else stays backend-neutral.
 """
 
 
-def train_step(model, *args):
-    """Runs the backend's routed train step (one gradient per loss group)."""
+def _module():
     import importlib
 
     import keras
 
-    module = importlib.import_module(f"joint_keras.backend.{keras.backend.backend()}")
-    return module.train_step(model, *args)
+    return importlib.import_module(f"joint_keras.backend.{keras.backend.backend()}")
+
+
+def train_step(model, *args):
+    """Runs the backend's routed train step (one gradient per loss group)."""
+    return _module().train_step(model, *args)
+
+
+def gradient_step(model, *args):
+    """Runs the backend's gradient-level step (one gradient per task)."""
+    return _module().gradient_step(model, *args)

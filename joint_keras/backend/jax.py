@@ -1,11 +1,13 @@
-"""JAX: one gradient per loss group, from one forward pass (one VJP per
-group on a single linearization)."""
+"""JAX: gradients per loss group or per task from one forward pass: one
+linearization (`jax.vjp`), then one VJP per group, or all tasks' VJPs at
+once under `jax.vmap`."""
 
 import jax
 import jax.numpy as jnp
 import keras
 
 from joint_keras import _routing
+from joint_keras import _task_gradients
 
 
 def train_step(model, state, data):
@@ -14,16 +16,7 @@ def train_step(model, state, data):
     keys = []
 
     def group_losses(trainable_values):
-        _, aux = model.compute_loss_and_updates(
-            trainable_values,
-            non_trainable,
-            metrics_vars,
-            x,
-            y,
-            sample_weight,
-            training=True,
-            optimizer_variables=optimizer_vars,
-        )
+        _, aux = _forward(model, trainable_values, state, x, y, sample_weight)
         # Filled by `compute_loss` during this same trace.
         groups = model._trace.loss_groups
         keys[:] = list(groups)
@@ -50,6 +43,21 @@ def train_step(model, state, data):
     return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
 
 
+def _forward(model, trainable_values, state, x, y, sample_weight):
+    """Keras's stateless forward pass and loss, at `trainable_values`."""
+    _, non_trainable, optimizer_vars, metrics_vars = state
+    return model.compute_loss_and_updates(
+        trainable_values,
+        non_trainable,
+        metrics_vars,
+        x,
+        y,
+        sample_weight,
+        training=True,
+        optimizer_variables=optimizer_vars,
+    )
+
+
 def _stateless_apply(model, grads, trainable, optimizer_vars):
     """`optimizer.stateless_apply` on the variables that have a gradient."""
     optimizer, variables = model.optimizer, model.trainable_variables
@@ -61,3 +69,54 @@ def _stateless_apply(model, grads, trainable, optimizer_vars):
         [scope.get_current_value(v) for v in variables],
         [scope.get_current_value(v) for v in optimizer.variables],
     )
+
+
+def gradient_step(model, state, data):
+    trainable, non_trainable, optimizer_vars, metrics_vars = state
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    optimizer = model.optimizer
+
+    def task_and_total_losses(trainable_values):
+        loss, aux = _forward(model, trainable_values, state, x, y, sample_weight)
+        # Filled by `compute_loss` during this same trace.
+        losses = model._compile_loss.task_losses
+        mapping = list(zip(optimizer.variables, optimizer_vars))
+        with keras.StatelessScope(state_mapping=mapping):
+            scaled = optimizer.scale_loss(losses)
+        return jnp.concatenate([scaled, loss[None]]), (aux, losses)
+
+    outputs, vjp_fn, (aux, losses) = jax.vjp(
+        task_and_total_losses, trainable, has_aux=True
+    )
+    unscaled_loss, y_pred, non_trainable, metrics_vars = aux
+    num_tasks = outputs.shape[0] - 1
+    # One vectorized backward pass for all tasks' gradients.
+    (jacobians,) = jax.vmap(vjp_fn)(
+        jnp.eye(num_tasks, num_tasks + 1, dtype=outputs.dtype)
+    )
+    shared = _task_gradients.shared_variable_indices(model)
+    shared_jacobians = [jacobians[i] for i in shared]
+
+    # The strategy may update its state and the cosine trackers.
+    mapping = list(zip(model.non_trainable_variables, non_trainable))
+    mapping += list(zip(model.metrics_variables, metrics_vars))
+    with keras.StatelessScope(state_mapping=mapping) as scope:
+        a, b = _task_gradients.coefficients(model, shared_jacobians, losses)
+    non_trainable = [scope.get_current_value(v) for v in model.non_trainable_variables]
+    metrics_vars = [scope.get_current_value(v) for v in model.metrics_variables]
+
+    # Gradient of `total + (b - 1) @ L`, then `(a - b) @ J` on shared ones.
+    cotangent = jnp.concatenate(
+        [b.astype(outputs.dtype) - 1.0, jnp.ones((1,), outputs.dtype)]
+    )
+    (grads,) = vjp_fn(cotangent)
+    grads = list(grads)
+    for jacobian, i in zip(shared_jacobians, shared):
+        grads[i] = grads[i] + _task_gradients.mix(a - b, jacobian)
+    trainable, optimizer_vars = _stateless_apply(
+        model, grads, trainable, optimizer_vars
+    )
+    logs, metrics_vars = model._update_metrics_variables(
+        metrics_vars, unscaled_loss, x, y, y_pred, sample_weight
+    )
+    return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)

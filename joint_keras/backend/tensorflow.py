@@ -6,6 +6,7 @@ from keras import ops
 from keras import tree
 
 from joint_keras import _routing
+from joint_keras import _task_gradients
 from joint_keras._keras_private import unscale_loss_for_distribution
 
 
@@ -30,3 +31,40 @@ def train_step(model, data):
     grads = _routing.combine(per_group, indices, len(variables))
     model.optimizer.apply(*_routing.with_gradients(grads, variables))
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+def gradient_step(model, data):
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    optimizer = model.optimizer
+    with tf.GradientTape(persistent=True) as tape:
+        y_pred = model(x, training=True)
+        groups = model._compute_loss_groups(x, y, y_pred, sample_weight, training=True)
+        total = groups[None]
+        model._loss_tracker.update_state(
+            unscale_loss_for_distribution(total),
+            sample_weight=tf.shape(tree.flatten(x)[0])[0],
+        )
+        losses = model._compile_loss.task_losses
+        scaled_losses = optimizer.scale_loss(losses)
+    variables = model.trainable_variables
+    shared = _task_gradients.shared_variable_indices(model)
+    jacobians = _jacobian(tape, scaled_losses, [variables[i] for i in shared])
+    a, b = _task_gradients.coefficients(model, jacobians, losses)
+    with tape:
+        rest = optimizer.scale_loss(_task_gradients.rest_loss(total, losses, b))
+    grads = tape.gradient(rest, variables)
+    del tape
+    for jacobian, i in zip(jacobians, shared):
+        mixed = _task_gradients.mix(a - b, jacobian)
+        grads[i] = mixed if grads[i] is None else grads[i] + mixed
+    optimizer.apply(*_routing.with_gradients(grads, variables))
+    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+def _jacobian(tape, losses, variables):
+    """Per-task gradients `(num_tasks, *shape)` per variable, vectorized with
+    `pfor` (a loop of gradients where `pfor` cannot convert an op)."""
+    try:
+        return tape.jacobian(losses, variables, experimental_use_pfor=True)
+    except (ValueError, NotImplementedError, TypeError):
+        return tape.jacobian(losses, variables, experimental_use_pfor=False)

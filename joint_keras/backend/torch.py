@@ -5,6 +5,7 @@ import torch
 from keras import tree
 
 from joint_keras import _routing
+from joint_keras import _task_gradients
 
 
 def train_step(model, data):
@@ -31,3 +32,50 @@ def train_step(model, data):
     with torch.no_grad():
         model.optimizer.apply(*_routing.with_gradients(grads, variables))
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+def gradient_step(model, data):
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    optimizer = model.optimizer
+    y_pred = model(x, training=True)
+    model.zero_grad()
+    groups = model._compute_loss_groups(x, y, y_pred, sample_weight, training=True)
+    total = groups[None]
+    model._loss_tracker.update_state(total, sample_weight=tree.flatten(x)[0].shape[0])
+    losses = model._compile_loss.task_losses
+    variables = model.trainable_variables
+    shared = _task_gradients.shared_variable_indices(model)
+    jacobians = _jacobian(
+        optimizer.scale_loss(losses), [variables[i].value for i in shared]
+    )
+    a, b = _task_gradients.coefficients(model, jacobians, losses)
+    rest = optimizer.scale_loss(_task_gradients.rest_loss(total, losses, b))
+    grads = list(
+        torch.autograd.grad(rest, [v.value for v in variables], allow_unused=True)
+    )
+    for jacobian, i in zip(jacobians, shared):
+        mixed = _task_gradients.mix(a - b, jacobian)
+        grads[i] = mixed if grads[i] is None else grads[i] + mixed
+    with torch.no_grad():
+        optimizer.apply(*_routing.with_gradients(grads, variables))
+    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+def _jacobian(losses, tensors):
+    """Per-task gradients `(num_tasks, *shape)` per tensor, in one batched
+    backward pass (`torch.vmap` over the backward)."""
+    basis = torch.eye(losses.shape[0], dtype=losses.dtype, device=losses.device)
+    grads = torch.autograd.grad(
+        losses,
+        tensors,
+        grad_outputs=basis,
+        is_grads_batched=True,
+        retain_graph=True,
+        allow_unused=True,
+    )
+    return [
+        torch.zeros((losses.shape[0],) + tuple(t.shape), dtype=t.dtype, device=t.device)
+        if g is None
+        else g
+        for g, t in zip(grads, tensors)
+    ]

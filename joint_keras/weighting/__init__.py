@@ -7,16 +7,26 @@ share.
 """
 
 from joint_keras.weighting.base import Weighting
+from joint_keras.weighting.cagrad import CAGrad
 from joint_keras.weighting.dwa import DWA
 from joint_keras.weighting.fixed import Fixed
+from joint_keras.weighting.gradnorm import GradNorm
+from joint_keras.weighting.mgda import MGDA
+from joint_keras.weighting.pcgrad import PCGrad
 from joint_keras.weighting.rlw import RLW
 from joint_keras.weighting.uncertainty import Uncertainty
+from joint_keras.weighting.upgrad import UPGrad
 
 _BY_NAME = {
     "fixed": Fixed,
     "uncertainty": Uncertainty,
     "dwa": DWA,
     "rlw": RLW,
+    "gradnorm": GradNorm,
+    "pcgrad": PCGrad,
+    "cagrad": CAGrad,
+    "mgda": MGDA,
+    "upgrad": UPGrad,
 }
 
 
@@ -42,4 +52,16 @@ def get(identifier):
     )
 
 
-__all__ = ["DWA", "RLW", "Fixed", "Uncertainty", "Weighting", "get"]
+__all__ = [
+    "CAGrad",
+    "DWA",
+    "MGDA",
+    "RLW",
+    "Fixed",
+    "GradNorm",
+    "PCGrad",
+    "UPGrad",
+    "Uncertainty",
+    "Weighting",
+    "get",
+]

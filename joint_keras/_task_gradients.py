@@ -1,0 +1,91 @@
+"""Backend-neutral half of the gradient-level step.
+
+The backend steps (`joint_keras/backend/*.py`, `gradient_step`) take the
+Jacobian of the task losses with respect to the shared variables in one
+vectorized pass; everything else is here, in `keras.ops`: the Gram matrix,
+the strategy's coefficients, the diagnostics, and the mixing.
+
+With `L` the vector of weighted task losses, `J` its Jacobian on the shared
+variables and `(a, b)` the strategy's coefficients, the update direction is
+
+    shared variables:  a @ J   (+ the gradient of the other terms)
+    other variables:   gradient of  b @ L + other terms
+
+where "other terms" are the regularization losses and any
+`compute_joint_loss`. The backends compute the second line as one ordinary
+gradient of `total + (b - 1) @ L` and add `(a - b) @ J` on the shared
+variables, so no task needs a separate full backward pass.
+"""
+
+from keras import ops
+
+
+def shared_variable_indices(model):
+    """Indices into `model.trainable_variables` of the variables that two
+    or more submodels use."""
+    owners = {}
+    for submodel in model.submodels.values():
+        for v in {id(v): v for v in submodel.trainable_variables}.values():
+            owners[id(v)] = owners.get(id(v), 0) + 1
+    indices = [
+        i for i, v in enumerate(model.trainable_variables) if owners.get(id(v), 0) > 1
+    ]
+    if not indices:
+        raise ValueError(
+            f"`weighting={model._weighting.name!r}` combines the tasks' "
+            "gradients on the variables the submodels share, but these "
+            f"submodels ({list(model.submodels)}) share none. Share a layer "
+            "(a trunk) between them, or use a loss-level strategy."
+        )
+    return indices
+
+
+def coefficients(model, jacobians, losses, training=True):
+    """Strategy coefficients `(a, b)` from per-task gradients.
+
+    Args:
+        model: The `JointModel`.
+        jacobians: List, one per shared variable, of tensors
+            `(num_tasks, *variable.shape)`.
+        losses: Tensor `(num_tasks,)` of the weighted task losses.
+        training: Python bool.
+
+    Returns:
+        Tuple of tensors `(a, b)`, each `(num_tasks,)`, without gradient.
+    """
+    num_tasks = ops.shape(losses)[0]
+    flat = ops.concatenate(
+        [ops.reshape(ops.cast(j, "float32"), (num_tasks, -1)) for j in jacobians],
+        axis=1,
+    )
+    gram = ops.matmul(flat, ops.transpose(flat))
+    compile_loss = model._compile_loss
+    compile_loss.record_cosines(gram)
+    a, b = model._weighting.coefficients(
+        gram,
+        ops.stop_gradient(losses),
+        compile_loss.task_indices,
+        training,
+    )
+    a, b = ops.stop_gradient(a), ops.stop_gradient(b)
+    compile_loss.record_coefficients(a)
+    return a, b
+
+
+def mix(coefficient, jacobian):
+    """`sum_k coefficient[k] * jacobian[k]`, in the jacobian's dtype."""
+    return ops.tensordot(ops.cast(coefficient, jacobian.dtype), jacobian, axes=1)
+
+
+def rest_loss(total, losses, b):
+    """`total + (b - 1) @ losses`: its gradient is `b @ grad L` plus that of
+    the other terms."""
+    return total + ops.sum((ops.cast(b, losses.dtype) - 1.0) * losses)
+
+
+__all__ = [
+    "coefficients",
+    "mix",
+    "rest_loss",
+    "shared_variable_indices",
+]
