@@ -17,6 +17,8 @@ gradient of `total + (b - 1) @ L` and add `(a - b) @ J` on the shared
 variables, so no task needs a separate full backward pass.
 """
 
+import contextlib
+
 from keras import ops
 
 
@@ -38,6 +40,54 @@ def shared_variable_indices(model):
             "(a trunk) between them, or use a loss-level strategy."
         )
     return indices
+
+
+def representation_layer(model):
+    """The layer named by the strategy's `representation`, or None."""
+    name = model._weighting.representation
+    if name is None:
+        return None
+    for submodel in model.submodels.values():
+        for layer in submodel._flatten_layers(include_self=False):
+            if layer.name == name:
+                return layer
+    raise ValueError(
+        f"`representation={name!r}` names no layer of the submodels "
+        f"{list(model.submodels)}."
+    )
+
+
+@contextlib.contextmanager
+def capture_outputs(layer, transform=None):
+    """Collects the outputs of every call of `layer` in a list.
+
+    With `transform(i, output)`, the i-th call returns its result instead
+    (the JAX step adds a zero "probe" input there, to differentiate with
+    respect to the representation).
+    """
+    outputs = []
+    if layer is None:
+        yield outputs
+        return
+    original = layer.call
+
+    def call(*args, **kwargs):
+        output = original(*args, **kwargs)
+        if transform is not None:
+            output = transform(len(outputs), output)
+        outputs.append(output)
+        return output
+
+    layer.call = call
+    try:
+        yield outputs
+    finally:
+        del layer.call
+    if not outputs:
+        raise ValueError(
+            f"The representation layer {layer.name!r} was not called by any "
+            "submodel in this step."
+        )
 
 
 def coefficients(model, jacobians, losses, training=True):

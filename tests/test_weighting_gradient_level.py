@@ -317,3 +317,49 @@ def test_pcgrad_escapes_where_the_plain_sum_stalls():
     # reaches the basin of the optimum (total -30.2 at (0, -8)).
     assert plain > 0.0
     assert pcgrad < -20.0
+
+
+@pytest.mark.parametrize("name", ["pcgrad", "mgda"])
+def test_representation_variant_combines_gradients_at_the_trunk_output(name):
+    submodels = shared_trunk()
+    x, ys = task_data()
+    trunk = submodels["t0"].get_layer("trunk")
+    heads = [m.layers[-1] for m in submodels.values()]
+    z = keras.Variable(ops.convert_to_numpy(ops.stop_gradient(trunk(x))), name="z")
+
+    def task_loss(k):
+        return ops.mean(keras.losses.mean_squared_error(ys[f"t{k}"], heads[k](z)))
+
+    rep = np.stack(
+        [
+            reference.value_and_grad(lambda k=k: task_loss(k), [z])[1][0].ravel()
+            for k in (0, 1)
+        ]
+    )
+    g1, g2 = rep
+    if name == "pcgrad":
+        combined = pcgrad_by_hand(rep, [0, 1])
+    else:
+        w = np.clip((g2 - g1) @ g2 / ((g1 - g2) @ (g1 - g2)), 0, 1)
+        combined = w * g1 + (1 - w) * g2
+    combined = ops.convert_to_tensor(combined.reshape(z.shape).astype("float32"))
+    _, trunk_grads = reference.value_and_grad(
+        lambda: ops.sum(trunk(x) * combined), trunk.trainable_variables
+    )
+    head_grads = [
+        reference.value_and_grad(
+            lambda k=k: ops.mean(
+                keras.losses.mean_squared_error(ys[f"t{k}"], submodels[f"t{k}"](x))
+            ),
+            heads[k].trainable_variables,
+        )[1]
+        for k in (0, 1)
+    ]
+    before = [reference.weights_of(layer) for layer in [trunk, *heads]]
+    joint = jk.JointModel(submodels)
+    strategy = jk.weighting.get(name).__class__(representation="trunk")
+    joint.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse", weighting=strategy)
+    joint.train_on_batch(x, ys)
+    for layer, w0, grads in zip([trunk, *heads], before, [trunk_grads, *head_grads]):
+        for got, w, g in zip(reference.weights_of(layer), w0, grads):
+            np.testing.assert_allclose(got, w - 0.1 * g, atol=1e-5)

@@ -75,44 +75,71 @@ def gradient_step(model, state, data):
     trainable, non_trainable, optimizer_vars, metrics_vars = state
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     optimizer = model.optimizer
+    layer = _task_gradients.representation_layer(model)
 
-    def task_and_total_losses(trainable_values):
-        loss, aux = _forward(model, trainable_values, state, x, y, sample_weight)
+    def losses_and_representation(trainable_values, probes):
+        # A zero probe added to each copy of the representation: its
+        # gradient is the gradient with respect to the representation.
+        add_probe = None if not probes else (lambda i, out: out + probes[i])
+        with _task_gradients.capture_outputs(layer, add_probe) as copies:
+            loss, aux = _forward(model, trainable_values, state, x, y, sample_weight)
         # Filled by `compute_loss` during this same trace.
         losses = model._compile_loss.task_losses
         mapping = list(zip(optimizer.variables, optimizer_vars))
         with keras.StatelessScope(state_mapping=mapping):
             scaled = optimizer.scale_loss(losses)
-        return jnp.concatenate([scaled, loss[None]]), (aux, losses)
+        first = copies[0] if copies else jnp.zeros(())
+        return (jnp.concatenate([scaled, loss[None]]), first), (aux, losses)
 
-    outputs, vjp_fn, (aux, losses) = jax.vjp(
-        task_and_total_losses, trainable, has_aux=True
+    probes = []
+    if layer is not None:
+        probes = [
+            jnp.zeros(copy.shape, copy.dtype)
+            for copy in jax.eval_shape(
+                lambda t: _representation_copies(
+                    model, layer, t, state, x, y, sample_weight
+                ),
+                trainable,
+            )
+        ]
+    (outputs, first), vjp_fn, (aux, losses) = jax.vjp(
+        losses_and_representation, trainable, probes, has_aux=True
     )
     unscaled_loss, y_pred, non_trainable, metrics_vars = aux
     num_tasks = outputs.shape[0] - 1
+    no_cotangent = jnp.zeros_like(first)
     # One vectorized backward pass for all tasks' gradients.
-    (jacobians,) = jax.vmap(vjp_fn)(
-        jnp.eye(num_tasks, num_tasks + 1, dtype=outputs.dtype)
-    )
-    shared = _task_gradients.shared_variable_indices(model)
-    shared_jacobians = [jacobians[i] for i in shared]
+    rows = jnp.eye(num_tasks, num_tasks + 1, dtype=outputs.dtype)
+    per_variable, per_probe = jax.vmap(lambda row: vjp_fn((row, no_cotangent)))(rows)
+    if layer is None:
+        shared = _task_gradients.shared_variable_indices(model)
+        jacobians = [per_variable[i] for i in shared]
+    else:
+        # Each copy's output is the same representation: sum per task.
+        jacobians = [sum(per_probe[1:], per_probe[0])]
 
     # The strategy may update its state and the cosine trackers.
     mapping = list(zip(model.non_trainable_variables, non_trainable))
     mapping += list(zip(model.metrics_variables, metrics_vars))
     with keras.StatelessScope(state_mapping=mapping) as scope:
-        a, b = _task_gradients.coefficients(model, shared_jacobians, losses)
+        a, b = _task_gradients.coefficients(model, jacobians, losses)
     non_trainable = [scope.get_current_value(v) for v in model.non_trainable_variables]
     metrics_vars = [scope.get_current_value(v) for v in model.metrics_variables]
 
-    # Gradient of `total + (b - 1) @ L`, then `(a - b) @ J` on shared ones.
+    # Gradient of `total + (b - 1) @ L`, plus `(a - b) @ J` on the shared
+    # variables, or pushed back through the trunk from its output.
     cotangent = jnp.concatenate(
         [b.astype(outputs.dtype) - 1.0, jnp.ones((1,), outputs.dtype)]
     )
-    (grads,) = vjp_fn(cotangent)
-    grads = list(grads)
-    for jacobian, i in zip(shared_jacobians, shared):
-        grads[i] = grads[i] + _task_gradients.mix(a - b, jacobian)
+    if layer is None:
+        grads, _ = vjp_fn((cotangent, no_cotangent))
+        grads = list(grads)
+        for jacobian, i in zip(jacobians, shared):
+            grads[i] = grads[i] + _task_gradients.mix(a - b, jacobian)
+    else:
+        correction = _task_gradients.mix(a - b, jacobians[0])
+        grads, _ = vjp_fn((cotangent, correction.astype(first.dtype)))
+        grads = list(grads)
     trainable, optimizer_vars = _stateless_apply(
         model, grads, trainable, optimizer_vars
     )
@@ -120,3 +147,10 @@ def gradient_step(model, state, data):
         metrics_vars, unscaled_loss, x, y, y_pred, sample_weight
     )
     return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
+
+
+def _representation_copies(model, layer, trainable, state, x, y, sample_weight):
+    """The outputs of every call of `layer` in one forward pass."""
+    with _task_gradients.capture_outputs(layer) as copies:
+        _forward(model, trainable, state, x, y, sample_weight)
+    return copies

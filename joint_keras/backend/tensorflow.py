@@ -36,7 +36,11 @@ def train_step(model, data):
 def gradient_step(model, data):
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     optimizer = model.optimizer
-    with tf.GradientTape(persistent=True) as tape:
+    layer = _task_gradients.representation_layer(model)
+    with (
+        tf.GradientTape(persistent=True) as tape,
+        _task_gradients.capture_outputs(layer) as copies,
+    ):
         y_pred = model(x, training=True)
         groups = model._compute_loss_groups(x, y, y_pred, sample_weight, training=True)
         total = groups[None]
@@ -47,16 +51,33 @@ def gradient_step(model, data):
         losses = model._compile_loss.task_losses
         scaled_losses = optimizer.scale_loss(losses)
     variables = model.trainable_variables
-    shared = _task_gradients.shared_variable_indices(model)
-    jacobians = _jacobian(tape, scaled_losses, [variables[i] for i in shared])
+    if layer is None:
+        shared = _task_gradients.shared_variable_indices(model)
+        sources = [variables[i] for i in shared]
+    else:
+        sources = copies
+    jacobians = _jacobian(tape, scaled_losses, sources)
+    if layer is not None:
+        # Each copy's output is the same representation: sum per task.
+        jacobians = [tf.add_n(jacobians)]
     a, b = _task_gradients.coefficients(model, jacobians, losses)
     with tape:
         rest = optimizer.scale_loss(_task_gradients.rest_loss(total, losses, b))
-    grads = tape.gradient(rest, variables)
+    if layer is None:
+        grads = tape.gradient(rest, variables)
+        for jacobian, i in zip(jacobians, shared):
+            mixed = _task_gradients.mix(a - b, jacobian)
+            grads[i] = mixed if grads[i] is None else grads[i] + mixed
+    else:
+        # The trunk's combined update: its backward pass from the first
+        # copy, given the mixed minus the summed representation gradient.
+        correction = _task_gradients.mix(a - b, jacobians[0])
+        grads = tape.gradient(
+            [rest, copies[0]],
+            variables,
+            output_gradients=[tf.ones_like(rest), correction],
+        )
     del tape
-    for jacobian, i in zip(jacobians, shared):
-        mixed = _task_gradients.mix(a - b, jacobian)
-        grads[i] = mixed if grads[i] is None else grads[i] + mixed
     optimizer.apply(*_routing.with_gradients(grads, variables))
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 

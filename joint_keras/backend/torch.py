@@ -37,27 +37,44 @@ def train_step(model, data):
 def gradient_step(model, data):
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     optimizer = model.optimizer
-    y_pred = model(x, training=True)
+    layer = _task_gradients.representation_layer(model)
+    with _task_gradients.capture_outputs(layer) as copies:
+        y_pred = model(x, training=True)
     model.zero_grad()
     groups = model._compute_loss_groups(x, y, y_pred, sample_weight, training=True)
     total = groups[None]
     model._loss_tracker.update_state(total, sample_weight=tree.flatten(x)[0].shape[0])
     losses = model._compile_loss.task_losses
     variables = model.trainable_variables
-    shared = _task_gradients.shared_variable_indices(model)
-    jacobians = _jacobian(
-        optimizer.scale_loss(losses), [variables[i].value for i in shared]
-    )
+    if layer is None:
+        shared = _task_gradients.shared_variable_indices(model)
+        sources = [variables[i].value for i in shared]
+    else:
+        sources = copies
+    jacobians = _jacobian(optimizer.scale_loss(losses), sources)
+    if layer is not None:
+        # Each copy's output is the same representation: sum per task.
+        jacobians = [sum(jacobians[1:], jacobians[0])]
     a, b = _task_gradients.coefficients(model, jacobians, losses)
     rest = optimizer.scale_loss(_task_gradients.rest_loss(total, losses, b))
-    grads = list(
-        torch.autograd.grad(rest, [v.value for v in variables], allow_unused=True)
-    )
-    for jacobian, i in zip(jacobians, shared):
-        mixed = _task_gradients.mix(a - b, jacobian)
-        grads[i] = mixed if grads[i] is None else grads[i] + mixed
+    tensors = [v.value for v in variables]
+    if layer is None:
+        grads = list(torch.autograd.grad(rest, tensors, allow_unused=True))
+        for jacobian, i in zip(jacobians, shared):
+            mixed = _task_gradients.mix(a - b, jacobian)
+            grads[i] = mixed if grads[i] is None else grads[i] + mixed
+    else:
+        # The trunk's combined update: its backward pass from the first
+        # copy, given the mixed minus the summed representation gradient.
+        correction = _task_gradients.mix(a - b, jacobians[0])
+        grads = torch.autograd.grad(
+            [rest, copies[0]],
+            tensors,
+            grad_outputs=[torch.ones_like(rest), correction],
+            allow_unused=True,
+        )
     with torch.no_grad():
-        optimizer.apply(*_routing.with_gradients(grads, variables))
+        optimizer.apply(*_routing.with_gradients(list(grads), variables))
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 

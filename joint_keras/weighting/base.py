@@ -21,16 +21,39 @@ class Weighting(keras.layers.Layer):
     gradient on shared variables is `sum_k a_k * grad L_k`, with `a`
     computed from the Gram matrix of the per-task gradients.
 
+    By default a gradient-level strategy works on the gradients of the
+    variables that several submodels share (one backward pass per task
+    through the shared layers, vectorized). With `representation="trunk"`
+    it works on the gradients with respect to the output of the shared
+    layer named `"trunk"` instead, and only that layer's variables get the
+    combined update: the tasks' backward passes stop at the representation,
+    and one backward pass goes through the trunk, which is much cheaper
+    when the trunk is the larger part of the model. Every submodel must
+    call that layer on the same input.
+
     Subclasses create their variables in `build_state(num_tasks)` and keep
     an attribute per constructor argument for `get_config`.
+
+    Args:
+        representation: Optional name of the shared layer (or nested model)
+            whose output is the shared representation; gradient-level
+            strategies only.
+        **kwargs: Passed to `keras.layers.Layer` (for example `name`).
     """
 
     gradient_level = False
     needs_epoch_end = False
 
-    def __init__(self, **kwargs):
+    def __init__(self, representation=None, **kwargs):
         kwargs.setdefault("trainable", True)
         super().__init__(**kwargs)
+        if representation is not None and not self.gradient_level:
+            raise ValueError(
+                f"`representation` applies to gradient-level strategies; "
+                f"{type(self).__name__} weights losses. Received: "
+                f"representation={representation!r}"
+            )
+        self.representation = representation
         self.task_names = []
 
     def build_for_tasks(self, task_names, base_weights):
@@ -110,4 +133,6 @@ class Weighting(keras.layers.Layer):
         config = super().get_config()
         for key in ("trainable", "dtype"):
             config.pop(key, None)
+        if self.representation is not None:
+            config["representation"] = self.representation
         return config

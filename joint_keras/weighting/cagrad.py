@@ -25,6 +25,7 @@ class CAGrad(Weighting):
         c: Non-negative float. Defaults to 0.4.
         iterations: Int, solver iterations. Defaults to 100.
         learning_rate: Float, solver step size. Defaults to 0.5.
+        **kwargs: `representation` (see `jk.weighting.Weighting`), `name`.
     """
 
     gradient_level = True

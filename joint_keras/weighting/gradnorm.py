@@ -27,6 +27,7 @@ class GradNorm(Weighting):
     Args:
         alpha: Non-negative float, the restoring force. Defaults to 1.5.
         learning_rate: Positive float, step size for `w`. Defaults to 0.025.
+        **kwargs: `representation` (see `jk.weighting.Weighting`), `name`.
     """
 
     gradient_level = True

@@ -37,6 +37,7 @@ class MGDA(Weighting):
 
     Args:
         iterations: Int, Frank-Wolfe iterations. Defaults to 50.
+        **kwargs: `representation` (see `jk.weighting.Weighting`), `name`.
     """
 
     gradient_level = True

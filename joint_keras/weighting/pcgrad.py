@@ -23,6 +23,7 @@ class PCGrad(Weighting):
 
     Args:
         seed: Optional int seed of the random order.
+        **kwargs: `representation` (see `jk.weighting.Weighting`), `name`.
     """
 
     gradient_level = True

@@ -43,6 +43,7 @@ class UPGrad(Weighting):
     Args:
         sweeps: Int, coordinate-descent sweeps of the dual solver.
             Defaults to 50.
+        **kwargs: `representation` (see `jk.weighting.Weighting`), `name`.
     """
 
     gradient_level = True

@@ -1,0 +1,37 @@
+"""Shared helpers: run a benchmark once per backend, each in its own process."""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def median_seconds(fn, repeats):
+    """Median wall time of `fn()` over `repeats` calls."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run_per_backend(module, args, backends=BACKENDS):
+    """Runs `python -m module --worker args...` once per backend and returns
+    `{backend: json result}`."""
+    results = {}
+    for backend in backends:
+        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+        out = subprocess.run(
+            [sys.executable, "-m", module, "--worker", *args],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        results[backend] = json.loads(out.strip().splitlines()[-1])
+    return results
