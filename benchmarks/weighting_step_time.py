@@ -6,8 +6,9 @@ python -m benchmarks.weighting_step_time [--tasks 2 4 8] [--steps 64]
 ```
 
 The model is the usual hard-parameter-sharing one: a shared trunk
-(two Dense(256, relu) layers on 64 inputs) and one Dense(1) head per task,
-batch 128, SGD. Each backend runs in its own process; each configuration is
+(a nested model "trunk" of two Dense(256, relu) layers on 64 inputs) and
+one Dense(1) head per task, batch 128, SGD. `name@trunk` is the strategy
+on the trunk's output (`representation="trunk"`). Each backend runs in its own process; each configuration is
 timed over `--steps` training steps (after a warm-up epoch that compiles
 the step), and the median of `--repeats` runs is reported, with its ratio
 to fixed weighting on the same backend and number of tasks.
@@ -27,6 +28,9 @@ STRATEGIES = (
     "cagrad",
     "mgda",
     "upgrad",
+    "pcgrad@trunk",
+    "mgda@trunk",
+    "upgrad@trunk",
 )
 BATCH = 128
 
@@ -37,8 +41,15 @@ def shared_trunk_model(num_tasks):
     import joint_keras as jk
 
     inputs = keras.Input((64,))
-    hidden = keras.layers.Dense(256, activation="relu", name="trunk_1")(inputs)
-    hidden = keras.layers.Dense(256, activation="relu", name="trunk_2")(hidden)
+    trunk = keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dense(256, activation="relu"),
+        ],
+        name="trunk",
+    )
+    hidden = trunk(inputs)
     return jk.JointModel(
         {
             f"task{k}": keras.Model(
@@ -55,8 +66,13 @@ def time_strategy(strategy, num_tasks, steps, repeats):
 
     from benchmarks._timing import median_seconds
 
+    import joint_keras as jk
+
     keras.utils.set_random_seed(0)
     model = shared_trunk_model(num_tasks)
+    if "@" in strategy:  # "pcgrad@trunk": on the trunk's output
+        name, layer = strategy.split("@")
+        strategy = type(jk.weighting.get(name))(representation=layer)
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse", weighting=strategy)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(BATCH * steps, 64)).astype("float32")
