@@ -165,3 +165,18 @@ def test_weighting_errors():
     x, y = data()
     with pytest.raises(ValueError, match="unknown tasks \\['c'\\]"):
         joint.fit(x, y, callbacks=[scheduler], verbose=0)
+
+
+def test_strategy_variables_go_to_the_first_submodel_optimizer():
+    joint = jk.JointModel({"a": mlp("a"), "b": mlp("b")})
+    joint.compile(
+        optimizer={"a": keras.optimizers.SGD(0.1), "b": keras.optimizers.SGD(0.2)},
+        loss="mse",
+        weighting="uncertainty",
+    )
+    x, y = data()
+    joint.train_on_batch(x, y)
+    s = ops.convert_to_numpy(joint._weighting.log_variances)
+    assert np.all(s != 0.0)
+    a_opt = joint.optimizer.optimizers[0]
+    assert any(v is joint._weighting.log_variances for v in a_opt._trainable_variables)
