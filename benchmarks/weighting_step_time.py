@@ -8,9 +8,9 @@ python -m benchmarks.weighting_step_time [--tasks 2 4 8] [--steps 64]
 The model is the usual hard-parameter-sharing one: a shared trunk
 (a nested model "trunk" of two Dense(256, relu) layers on 64 inputs) and
 one Dense(1) head per task, batch 128, SGD. `name@trunk` is the strategy
-on the trunk's output (`representation="trunk"`). Each backend runs in its own process; each configuration is
-timed over `--steps` training steps (after a warm-up epoch that compiles
-the step), and the median of `--repeats` runs is reported, with its ratio
+on the trunk's output (`representation="trunk"`). Each backend runs in its
+own process; each configuration is timed over `--steps` training steps
+(after a warm-up epoch that compiles the step), and the median of `--repeats` runs is reported, with its ratio
 to fixed weighting on the same backend and number of tasks.
 """
 
@@ -64,9 +64,8 @@ def time_strategy(strategy, num_tasks, steps, repeats):
     import keras
     import numpy as np
 
-    from benchmarks._timing import median_seconds
-
     import joint_keras as jk
+    from benchmarks._timing import median_seconds
 
     keras.utils.set_random_seed(0)
     model = shared_trunk_model(num_tasks)

@@ -9,12 +9,18 @@ group over that group's variables; `combine` adds them up per variable.
 
 def group_indices(model, keys):
     """For each group key, the indices into `model.trainable_variables` of
-    the variables it updates."""
+    the variables it updates.
+
+    Group `None` reaches every variable except those of submodels that no
+    loss reaches in this step (`model._trace.unreached`), which get no
+    gradient rather than a zero one.
+    """
     position = {id(v): i for i, v in enumerate(model.trainable_variables)}
+    unreached = model._trace.unreached
     indices = []
     for key in keys:
         if key is None:
-            indices.append(list(range(len(position))))
+            indices.append([i for v, i in position.items() if v not in unreached])
             continue
         selected = {
             position[id(v)]
@@ -24,6 +30,36 @@ def group_indices(model, keys):
         }
         indices.append(sorted(selected))
     return indices
+
+
+def unreached_variables(model, y):
+    """Ids of the variables that no loss can reach in a step with targets
+    `y`: those used only by submodels with no target in a dict `y`, no
+    regularization loss, and no joint loss or `compute_joint_loss` that
+    could read their outputs."""
+    compile_loss = model._compile_loss
+    if (
+        not isinstance(y, dict)
+        or compile_loss is None
+        or compile_loss.joint_losses
+        or not getattr(type(model).compute_joint_loss, "is_default", False)
+    ):
+        return frozenset()
+    reached = {
+        name
+        for name, submodel in model.submodels.items()
+        if name in y or submodel.losses
+    }
+    reached_ids = {
+        id(v) for name in reached for v in model.submodels[name].trainable_variables
+    }
+    return frozenset(
+        id(v)
+        for name, submodel in model.submodels.items()
+        if name not in reached
+        for v in submodel.trainable_variables
+        if id(v) not in reached_ids
+    )
 
 
 def combine(per_group, indices, num_variables):

@@ -5,6 +5,7 @@ import types
 import keras
 
 from joint_keras import _compile_utils
+from joint_keras import _routing
 from joint_keras import _serialization
 from joint_keras import backend as _backend
 from joint_keras import weighting as weighting_module
@@ -71,7 +72,7 @@ class JointModel(keras.Model):
         self._weighting = None
         # Per-trace scratch (the loss groups of the step being traced),
         # kept in a plain object so that Keras does not track the tensors.
-        self._trace = types.SimpleNamespace(loss_groups={})
+        self._trace = types.SimpleNamespace(loss_groups={}, unreached=frozenset())
         # A JointModel has no variables of its own: it is built when its
         # submodels are, so a fresh one can save, load weights, or be
         # resumed by `BackupAndRestore` at once.
@@ -386,8 +387,15 @@ class JointModel(keras.Model):
     def train_step(self, *args):
         # Joint losses with `updates` need one gradient per group of
         # updated submodels, gradient-level weighting one per task;
-        # everything else is Keras's own step.
-        if self._step_kind == "routed":
+        # everything else is Keras's own step. On JAX, Keras's step would
+        # give a submodel that no loss reaches zero gradients, which an
+        # optimizer with momentum would still apply: route those steps too,
+        # so that the submodel gets none, as on TensorFlow and PyTorch.
+        _, y, _ = keras.utils.unpack_x_y_sample_weight(args[-1])
+        self._trace.unreached = _routing.unreached_variables(self, y)
+        if self._step_kind == "routed" or (
+            self._trace.unreached and keras.backend.backend() == "jax"
+        ):
             return _backend.train_step(self, *args)
         if self._step_kind == "gradient":
             return _backend.gradient_step(self, *args)
@@ -593,6 +601,10 @@ def _check_is_model(model, where):
             f"`{where}` must be a `keras.Model`. Received: {model!r} of "
             f"type {type(model).__name__}"
         )
+
+
+# Lets the step tell an override of `compute_joint_loss` from the default.
+JointModel.compute_joint_loss.is_default = True
 
 
 class _WeightingEpochEnd(keras.callbacks.Callback):

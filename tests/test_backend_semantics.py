@@ -142,3 +142,22 @@ def test_metric_state_accumulates_over_batches_and_resets_per_evaluate():
         p2 = ops.convert_to_numpy(m2(x))
         np.testing.assert_allclose(logs["m2_mae"], np.mean(np.abs(p2 - y)), rtol=1e-5)
         np.testing.assert_allclose(logs["m2_loss"], np.mean((p2 - y) ** 2), rtol=1e-5)
+
+
+def test_a_submodel_without_targets_is_not_moved_by_momentum():
+    # Adam's moments would move a submodel given a zero gradient; one
+    # that no loss reaches gets no gradient, on every backend.
+    a = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)], name="a")
+    b = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)], name="b")
+    joint = jk.JointModel({"a": a, "b": b})
+    joint.compile(optimizer=keras.optimizers.Adam(0.1), loss="mse")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 3)).astype("float32")
+    y = rng.normal(size=(8, 2)).astype("float32")
+    joint.train_on_batch(x, {"a": y, "b": y})
+    before_a = [np.array(w) for w in a.get_weights()]
+    before_b = [np.array(w) for w in b.get_weights()]
+    joint.train_on_batch(x, {"a": y})
+    for got, want in zip(b.get_weights(), before_b):
+        np.testing.assert_array_equal(got, want)
+    assert not np.allclose(a.get_weights()[0], before_a[0])
