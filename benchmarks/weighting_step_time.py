@@ -5,13 +5,14 @@ python -m benchmarks.weighting_step_time [--tasks 2 4 8] [--steps 64]
                                          [--repeats 3] [--backends ...]
 ```
 
-The model is the usual hard-parameter-sharing one: a shared trunk
-(a nested model "trunk" of two Dense(256, relu) layers on 64 inputs) and
-one Dense(1) head per task, batch 128, SGD. `name@trunk` is the strategy
-on the trunk's output (`representation="trunk"`). Each backend runs in its
-own process; each configuration is timed over `--steps` training steps
-(after a warm-up epoch that compiles the step), and the median of `--repeats` runs is reported, with its ratio
-to fixed weighting on the same backend and number of tasks.
+The model is the usual hard-parameter-sharing one: a shared trunk (a nested
+model "trunk" of two Dense(256, relu) layers on 64 inputs) and one Dense(1)
+head per task, batch 128, SGD. `name@trunk` is the strategy on the trunk's
+output (`representation="trunk"`). Each backend runs in its own process;
+each configuration is timed over `--steps` training steps (after a warm-up
+epoch that compiles the step), and the median of `--repeats` runs is
+reported, with its ratio to fixed weighting on the same backend and number
+of tasks.
 """
 
 import argparse
