@@ -237,7 +237,9 @@ class _LastValue(keras.metrics.Metric):
         self.value.assign(ops.cast(value, self.value.dtype))
 
     def result(self):
-        return ops.convert_to_tensor(self.value)
+        # A copy: Keras reads epoch logs after validation has run, which
+        # would otherwise have changed (or, on JAX, donated) the value.
+        return ops.copy(ops.convert_to_tensor(self.value))
 
 
 class LossTrackers(MetricsList):
@@ -267,6 +269,8 @@ class LossTrackers(MetricsList):
             }
         super().__init__(self._trackers(), name="submodel_losses")
         self.active = tuple(names)
+        # Weights and gradient cosines describe training steps only.
+        self.training = True
 
     def _trackers(self):
         return (
@@ -286,7 +290,7 @@ class LossTrackers(MetricsList):
         self._means[name].update_state(value, sample_weight=batch_size)
 
     def update_weight(self, name, value):
-        if name in self._weights:
+        if self.training and name in self._weights:
             self._weights[name].update_state(value)
 
     def reset_state(self):
@@ -299,6 +303,8 @@ class LossTrackers(MetricsList):
             for name, mean in self._means.items()
             if name in self.active
         }
+        if not self.training:
+            return results
         for name, weight in self._weights.items():
             if name in self.active:
                 results[weight.name] = weight.result()
@@ -344,7 +350,7 @@ class SubmodelLosses(keras.losses.Loss):
         self.training = True
         self.routed_losses = {}
         self.task_indices, self.task_losses, self.extra_loss = [], None, None
-        self.task_weights = None
+        self.task_weights, self.task_raw_losses = None, None
         self._updates = {term.name: term.updates for term in self.joint_losses}
         self._trackers = LossTrackers(
             self.task_names,
@@ -373,6 +379,7 @@ class SubmodelLosses(keras.losses.Loss):
         values = self._task_values(y_true, y_pred, sample_weight)
         indices = [k for k, name in enumerate(self.task_names) if name in values]
         self._trackers.active = tuple(self.task_names[k] for k in indices)
+        self._trackers.training = self.training
         self.routed_losses, self.task_indices = {}, indices
         self.task_losses, self.extra_loss = None, None
         if not indices:
@@ -383,6 +390,7 @@ class SubmodelLosses(keras.losses.Loss):
         )
         weighted = losses * weights
         self.task_losses, self.task_weights = weighted, weights
+        self.task_raw_losses = losses
         total = None
         for i, k in enumerate(indices):
             name = self.task_names[k]

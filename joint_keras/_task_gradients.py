@@ -97,7 +97,7 @@ def coefficients(model, jacobians, losses, training=True):
         model: The `JointModel`.
         jacobians: List, one per shared variable, of tensors
             `(num_tasks, *variable.shape)`.
-        losses: Tensor `(num_tasks,)` of the weighted task losses.
+        losses: Tensor `(num_tasks,)` of the unweighted task losses.
         training: Python bool.
 
     Returns:

@@ -89,7 +89,11 @@ class JointModel(keras.Model):
         outputs = {}
         for name, model in self._submodels.items():
             try:
-                outputs[name] = model(inputs[name], training=training)
+                # A frozen submodel (a distillation teacher) runs in
+                # inference mode, as in `keras.distillation.Distiller`.
+                outputs[name] = model(
+                    inputs[name], training=training if model.trainable else False
+                )
             except ValueError as error:
                 raise ValueError(
                     f"Submodel {name!r} could not be called on its input."

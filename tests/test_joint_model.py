@@ -374,3 +374,35 @@ def test_train_step_matches_hand_gradient_with_adam_and_weights():
         alpha = 0.01 * np.sqrt(1 - 0.999) / (1 - 0.9)
         want = b - alpha * (0.1 * g) / (np.sqrt(0.001 * g**2) + 1e-7)
         np.testing.assert_allclose(ops.convert_to_numpy(v), want, rtol=1e-4, atol=1e-6)
+
+
+def test_a_frozen_submodel_runs_in_inference_mode():
+    teacher = keras.Sequential(
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(16),
+            keras.layers.Dropout(0.5),
+            keras.layers.Dense(3, activation="softmax"),
+        ],
+        name="teacher",
+    )
+    teacher.trainable = False
+    student = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3, activation="softmax")], name="student"
+    )
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    want = ops.convert_to_numpy(teacher(x, training=False))
+
+    def gap(y_true, y_pred):
+        return ops.mean(ops.abs(y_pred["teacher"] - ops.convert_to_tensor(want)))
+
+    joint = jk.JointModel({"teacher": teacher, "student": student})
+    joint.compile(
+        optimizer="sgd",
+        loss={"student": "sparse_categorical_crossentropy"},
+        joint_losses=[jk.JointLoss(gap, weight=0.0)],
+    )
+    history = joint.fit(
+        x, {"student": np.zeros(64, "int32")}, batch_size=64, verbose=0, shuffle=False
+    )
+    assert history.history["gap_loss"][0] < 1e-6

@@ -363,3 +363,51 @@ def test_representation_variant_combines_gradients_at_the_trunk_output(name):
     for layer, w0, grads in zip([trunk, *heads], before, [trunk_grads, *head_grads]):
         for got, w, g in zip(reference.weights_of(layer), w0, grads):
             np.testing.assert_allclose(got, w - 0.1 * g, atol=1e-5)
+
+
+def test_gradnorm_does_not_collapse_a_task_with_a_large_loss():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(8, activation="relu", name="trunk")(inputs)
+    tasks = {
+        f"t{k}": keras.Model(inputs, keras.layers.Dense(1, name=f"h{k}")(hidden))
+        for k in range(2)
+    }
+    joint = jk.JointModel(tasks)
+    joint.compile(
+        optimizer=keras.optimizers.Adam(0.01), loss="mse", weighting="gradnorm"
+    )
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 4)).astype("float32")
+    # t0's loss is about 100x t1's: its rate must use unweighted losses.
+    ys = {"t0": 10 * x[:, :1] * x[:, 1:2], "t1": np.tanh(x[:, 2:3])}
+    joint.fit(x, ys, batch_size=64, epochs=10, shuffle=False, verbose=0)
+    scales = ops.convert_to_numpy(joint._weighting.task_scales)
+    assert np.all(scales > 0.05), scales
+    initial = ops.convert_to_numpy(joint._weighting.initial_losses)
+    assert initial[0] > 10 * initial[1]
+
+
+class LastStepLogs(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        self.logs = {k: float(v) for k, v in logs.items()}
+
+
+def test_logged_weights_and_cosines_are_the_training_ones():
+    x, ys = task_data(n=64)
+    joint = jk.JointModel(shared_trunk())
+    joint.compile(optimizer="sgd", loss="mse", weighting="mgda")
+    last = LastStepLogs()
+    history = joint.fit(
+        x,
+        ys,
+        batch_size=16,
+        epochs=1,
+        validation_data=(x, ys),
+        callbacks=[last],
+        verbose=0,
+    )
+    for key in ("t0_weight", "t1_weight", "grad_cos_t0_t1"):
+        np.testing.assert_allclose(history.history[key][0], last.logs[key], rtol=1e-6)
+        assert f"val_{key}" not in history.history
+    assert history.history["t0_weight"][0] != 1.0  # the MGDA coefficient

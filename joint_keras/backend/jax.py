@@ -89,7 +89,8 @@ def gradient_step(model, state, data):
         with keras.StatelessScope(state_mapping=mapping):
             scaled = optimizer.scale_loss(losses)
         first = copies[0] if copies else jnp.zeros(())
-        return (jnp.concatenate([scaled, loss[None]]), first), (aux, losses)
+        raw = model._compile_loss.task_raw_losses
+        return (jnp.concatenate([scaled, loss[None]]), first), (aux, losses, raw)
 
     probes = []
     if layer is not None:
@@ -102,7 +103,7 @@ def gradient_step(model, state, data):
                 trainable,
             )
         ]
-    (outputs, first), vjp_fn, (aux, losses) = jax.vjp(
+    (outputs, first), vjp_fn, (aux, losses, raw_losses) = jax.vjp(
         losses_and_representation, trainable, probes, has_aux=True
     )
     unscaled_loss, y_pred, non_trainable, metrics_vars = aux
@@ -122,7 +123,7 @@ def gradient_step(model, state, data):
     mapping = list(zip(model.non_trainable_variables, non_trainable))
     mapping += list(zip(model.metrics_variables, metrics_vars))
     with keras.StatelessScope(state_mapping=mapping) as scope:
-        a, b = _task_gradients.coefficients(model, jacobians, losses)
+        a, b = _task_gradients.coefficients(model, jacobians, raw_losses)
     non_trainable = [scope.get_current_value(v) for v in model.non_trainable_variables]
     metrics_vars = [scope.get_current_value(v) for v in model.metrics_variables]
 

@@ -60,7 +60,9 @@ def gradient_step(model, data):
     if layer is not None:
         # Each copy's output is the same representation: sum per task.
         jacobians = [tf.add_n(jacobians)]
-    a, b = _task_gradients.coefficients(model, jacobians, losses)
+    a, b = _task_gradients.coefficients(
+        model, jacobians, model._compile_loss.task_raw_losses
+    )
     with tape:
         rest = optimizer.scale_loss(_task_gradients.rest_loss(total, losses, b))
     if layer is None:

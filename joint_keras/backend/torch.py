@@ -55,7 +55,9 @@ def gradient_step(model, data):
     if layer is not None:
         # Each copy's output is the same representation: sum per task.
         jacobians = [sum(jacobians[1:], jacobians[0])]
-    a, b = _task_gradients.coefficients(model, jacobians, losses)
+    a, b = _task_gradients.coefficients(
+        model, jacobians, model._compile_loss.task_raw_losses
+    )
     rest = optimizer.scale_loss(_task_gradients.rest_loss(total, losses, b))
     tensors = [v.value for v in variables]
     if layer is None:
