@@ -127,6 +127,15 @@ def mix(coefficient, jacobian):
     return ops.tensordot(ops.cast(coefficient, jacobian.dtype), jacobian, axes=1)
 
 
+def add_mixed(grads, jacobians, shared, a, b):
+    """Adds `(a - b) @ J` to the gradients of the shared variables, in
+    place (a missing gradient counts as zero)."""
+    for jacobian, i in zip(jacobians, shared):
+        mixed = mix(a - b, jacobian)
+        grads[i] = mixed if grads[i] is None else grads[i] + mixed
+    return grads
+
+
 def rest_loss(total, losses, b):
     """`total + (b - 1) @ losses`: its gradient is `b @ grad L` plus that of
     the other terms."""
@@ -135,6 +144,7 @@ def rest_loss(total, losses, b):
 
 __all__ = [
     "coefficients",
+    "add_mixed",
     "mix",
     "rest_loss",
     "shared_variable_indices",

@@ -57,12 +57,14 @@ class JointLoss:
     def __call__(self, y_true, y_pred):
         return self.fn(y_true, y_pred)
 
+    def term_config(self):
+        """The config entries every joint loss has: weight, name, updates."""
+        return {"weight": self.weight, "name": self.name, "updates": self.updates}
+
     def get_config(self):
         return {
             "fn": keras.saving.serialize_keras_object(self.fn),
-            "weight": self.weight,
-            "name": self.name,
-            "updates": self.updates,
+            **self.term_config(),
         }
 
     @classmethod

@@ -76,9 +76,7 @@ class MutualKL(JointLoss):
             "models": self.models,
             "temperature": self.temperature,
             "from_logits": self.from_logits,
-            "weight": self.weight,
-            "name": self.name,
-            "updates": self.updates,
+            **self.term_config(),
         }
 
     @classmethod
@@ -156,9 +154,7 @@ class Distillation(JointLoss):
             "student": self.student,
             "temperature": self.temperature,
             "from_logits": self.from_logits,
-            "weight": self.weight,
-            "name": self.name,
-            "updates": self.updates,
+            **self.term_config(),
         }
 
     @classmethod
@@ -231,9 +227,7 @@ class Consistency(JointLoss):
         return {
             "models": self.models,
             "loss": loss,
-            "weight": self.weight,
-            "name": self.name,
-            "updates": self.updates,
+            **self.term_config(),
         }
 
     @classmethod
@@ -319,9 +313,7 @@ class InfoNCE(JointLoss):
             "candidate": self.candidate,
             "temperature": self.temperature,
             "normalize": self.normalize,
-            "weight": self.weight,
-            "name": self.name,
-            "updates": self.updates,
+            **self.term_config(),
         }
 
     @classmethod

@@ -48,6 +48,10 @@ class SubmodelOptimizer(keras.optimizers.MultiOptimizer):
             update_every, list(self.submodel_optimizers)
         )
         self._check_schedules_have_own_optimizer()
+        # The first submodel of each optimizer: whose schedule gates it.
+        self._name_by_optimizer = {}
+        for name, optimizer in self.submodel_optimizers.items():
+            self._name_by_optimizer.setdefault(id(optimizer), name)
         # Listed before building, so callbacks see them from the first epoch.
         for optimizer in self.submodel_optimizers.values():
             if optimizer not in self._inner_optimizers:
@@ -105,18 +109,12 @@ class SubmodelOptimizer(keras.optimizers.MultiOptimizer):
             grouped[index][1].append(variable)
         for index, (sub_grads, sub_vars) in grouped.items():
             optimizer = self._inner_optimizers[index]
-            due = flags.get(self._name_of_optimizer(optimizer))
+            due = flags.get(self._name_by_optimizer.get(id(optimizer)))
             if due is None:
                 optimizer.apply(sub_grads, sub_vars)
             else:
                 _apply_if(due, optimizer, sub_grads, sub_vars)
         self._iterations.assign_add(1)
-
-    def _name_of_optimizer(self, optimizer):
-        for name, opt in self.submodel_optimizers.items():
-            if opt is optimizer:
-                return name
-        return None
 
     def _update_flags(self, step):
         """Dict name -> boolean tensor for submodels with a schedule."""

@@ -134,9 +134,7 @@ def gradient_step(model, state, data):
     )
     if layer is None:
         grads, _ = vjp_fn((cotangent, no_cotangent))
-        grads = list(grads)
-        for jacobian, i in zip(jacobians, shared):
-            grads[i] = grads[i] + _task_gradients.mix(a - b, jacobian)
+        grads = _task_gradients.add_mixed(list(grads), jacobians, shared, a, b)
     else:
         correction = _task_gradients.mix(a - b, jacobians[0])
         grads, _ = vjp_fn((cotangent, correction.astype(first.dtype)))

@@ -67,9 +67,7 @@ def gradient_step(model, data):
         rest = optimizer.scale_loss(_task_gradients.rest_loss(total, losses, b))
     if layer is None:
         grads = tape.gradient(rest, variables)
-        for jacobian, i in zip(jacobians, shared):
-            mixed = _task_gradients.mix(a - b, jacobian)
-            grads[i] = mixed if grads[i] is None else grads[i] + mixed
+        _task_gradients.add_mixed(grads, jacobians, shared, a, b)
     else:
         # The trunk's combined update: its backward pass from the first
         # copy, given the mixed minus the summed representation gradient.

@@ -62,9 +62,7 @@ def gradient_step(model, data):
     tensors = [v.value for v in variables]
     if layer is None:
         grads = list(torch.autograd.grad(rest, tensors, allow_unused=True))
-        for jacobian, i in zip(jacobians, shared):
-            mixed = _task_gradients.mix(a - b, jacobian)
-            grads[i] = mixed if grads[i] is None else grads[i] + mixed
+        _task_gradients.add_mixed(grads, jacobians, shared, a, b)
     else:
         # The trunk's combined update: its backward pass from the first
         # copy, given the mixed minus the summed representation gradient.
