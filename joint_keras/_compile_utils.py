@@ -7,11 +7,13 @@ weights by submodel, apply the loss weights, and name the logs.
 """
 
 import math
+import threading
 
 import keras
 from keras import ops
 from keras import tree
 
+from joint_keras import backend
 from joint_keras._keras_private import CompileLoss
 from joint_keras._keras_private import CompileMetrics
 from joint_keras._keras_private import MetricsList
@@ -231,7 +233,13 @@ class _LastValue(keras.metrics.Metric):
 
     def __init__(self, name):
         super().__init__(name=name)
-        self.value = self.add_variable(shape=(), initializer="zeros", name="value")
+        # The same on every replica: read the first one's.
+        self.value = self.add_variable(
+            shape=(),
+            initializer="zeros",
+            aggregation="only_first_replica",
+            name="value",
+        )
 
     def update_state(self, value):
         self.value.assign(ops.cast(value, self.value.dtype))
@@ -314,6 +322,24 @@ class LossTrackers(MetricsList):
         return results
 
 
+class StepValues(threading.local):
+    """What one step's loss computation leaves for the rest of the step.
+
+    One set per thread: `tf.distribute` traces each replica's step in its
+    own thread, and switches threads at every cross-replica call, so values
+    kept on a shared object would mix replicas.
+    """
+
+    def __init__(self):
+        self.routed_losses, self.task_indices = {}, []
+        self.task_losses = self.task_weights = self.task_raw_losses = None
+        self.extra_loss = None
+        self.loss_groups, self.unreached = {}, frozenset()
+
+    def __reduce__(self):
+        return (type(self), ())
+
+
 class SubmodelLosses(keras.losses.Loss):
     """Per-submodel and joint losses ("tasks"), weighted by a strategy.
 
@@ -348,15 +374,20 @@ class SubmodelLosses(keras.losses.Loss):
         self.task_names = task_names(losses, joint_losses)
         self.weighting = weighting
         self.training = True
-        self.routed_losses = {}
-        self.task_indices, self.task_losses, self.extra_loss = [], None, None
-        self.task_weights, self.task_raw_losses = None, None
+        self._step = StepValues()
         self._updates = {term.name: term.updates for term in self.joint_losses}
         self._trackers = LossTrackers(
             self.task_names,
             report_weights=type(weighting).__name__ != "Fixed",
             report_cosines=weighting.gradient_level,
         )
+
+    routed_losses = property(lambda self: self._step.routed_losses)
+    task_indices = property(lambda self: self._step.task_indices)
+    task_losses = property(lambda self: self._step.task_losses)
+    task_weights = property(lambda self: self._step.task_weights)
+    task_raw_losses = property(lambda self: self._step.task_raw_losses)
+    extra_loss = property(lambda self: self._step.extra_loss)
 
     @property
     def built(self):
@@ -380,17 +411,19 @@ class SubmodelLosses(keras.losses.Loss):
         indices = [k for k, name in enumerate(self.task_names) if name in values]
         self._trackers.active = tuple(self.task_names[k] for k in indices)
         self._trackers.training = self.training
-        self.routed_losses, self.task_indices = {}, indices
-        self.task_losses, self.extra_loss = None, None
+        step = self._step
+        step.routed_losses, step.task_indices = {}, indices
+        step.task_losses, step.extra_loss = None, None
         if not indices:
             return None
         losses = ops.stack([values[self.task_names[k]] for k in indices])
-        weights = self.weighting.task_weights(
-            ops.stop_gradient(losses), indices, self.training
-        )
+        # What the strategy reads: the losses of the global batch (each
+        # replica's are scaled by `1 / num_replicas` under `tf.distribute`).
+        global_losses = backend.cross_replica_sum(ops.stop_gradient(losses))
+        weights = self.weighting.task_weights(global_losses, indices, self.training)
         weighted = losses * weights
-        self.task_losses, self.task_weights = weighted, weights
-        self.task_raw_losses = losses
+        step.task_losses, step.task_weights = weighted, weights
+        step.task_raw_losses = global_losses
         total = None
         for i, k in enumerate(indices):
             name = self.task_names[k]
@@ -400,13 +433,15 @@ class SubmodelLosses(keras.losses.Loss):
                 total = weighted[i] if total is None else total + weighted[i]
             else:
                 key = tuple(n for n in self.names if n in updates)
-                previous = self.routed_losses.get(key)
-                self.routed_losses[key] = (
+                previous = step.routed_losses.get(key)
+                step.routed_losses[key] = (
                     weighted[i] if previous is None else previous + weighted[i]
                 )
-        self.extra_loss = self.weighting.extra_loss(indices)
-        if self.extra_loss is not None:
-            total = self.extra_loss if total is None else total + self.extra_loss
+        extra = self.weighting.extra_loss(indices)
+        if extra is not None:
+            # Added once per replica: scaled like the losses.
+            step.extra_loss = scale_loss_for_distribution(extra)
+            total = step.extra_loss if total is None else total + step.extra_loss
         return total
 
     def record_coefficients(self, a):

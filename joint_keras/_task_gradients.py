@@ -18,8 +18,11 @@ variables, so no task needs a separate full backward pass.
 """
 
 import contextlib
+import threading
 
 from keras import ops
+
+from joint_keras import backend
 
 
 def shared_variable_indices(model):
@@ -57,6 +60,10 @@ def representation_layer(model):
     )
 
 
+# id(layer) -> {thread id: (outputs, transform)} while a capture is open.
+_CAPTURES = {}
+
+
 @contextlib.contextmanager
 def capture_outputs(layer, transform=None):
     """Collects the outputs of every call of `layer` in a list.
@@ -64,25 +71,38 @@ def capture_outputs(layer, transform=None):
     With `transform(i, output)`, the i-th call returns its result instead
     (the JAX step adds a zero "probe" input there, to differentiate with
     respect to the representation).
+
+    Calls are captured per thread: `tf.distribute` traces each replica's
+    step in its own thread, switching between them at cross-replica calls.
     """
     outputs = []
     if layer is None:
         yield outputs
         return
-    original = layer.call
+    captures = _CAPTURES.get(id(layer))
+    if captures is None:
+        captures = _CAPTURES[id(layer)] = {}
+        original = layer.call
 
-    def call(*args, **kwargs):
-        output = original(*args, **kwargs)
-        if transform is not None:
-            output = transform(len(outputs), output)
-        outputs.append(output)
-        return output
+        def call(*args, **kwargs):
+            output = original(*args, **kwargs)
+            capture = captures.get(threading.get_ident())
+            if capture is not None:
+                collected, fn = capture
+                if fn is not None:
+                    output = fn(len(collected), output)
+                collected.append(output)
+            return output
 
-    layer.call = call
+        layer.call = call
+    captures[threading.get_ident()] = (outputs, transform)
     try:
         yield outputs
     finally:
-        del layer.call
+        del captures[threading.get_ident()]
+        if not captures:
+            del _CAPTURES[id(layer)]
+            del layer.call
     if not outputs:
         raise ValueError(
             f"The representation layer {layer.name!r} was not called by any "
@@ -90,14 +110,18 @@ def capture_outputs(layer, transform=None):
         )
 
 
-def coefficients(model, jacobians, losses, training=True):
+def coefficients(model, jacobians, losses, loss_scale=None, training=True):
     """Strategy coefficients `(a, b)` from per-task gradients.
 
     Args:
         model: The `JointModel`.
-        jacobians: List, one per shared variable, of tensors
-            `(num_tasks, *variable.shape)`.
-        losses: Tensor `(num_tasks,)` of the unweighted task losses.
+        jacobians: List, one per shared variable (or the representation),
+            of tensors `(num_tasks, *shape)`: this replica's per-task
+            gradients, of the losses as scaled by the optimizer.
+        losses: Tensor `(num_tasks,)` of the unweighted task losses of the
+            global batch.
+        loss_scale: The optimizer's loss scale (mixed precision), divided
+            out so that the strategy sees the true gradients.
         training: Python bool.
 
     Returns:
@@ -108,7 +132,19 @@ def coefficients(model, jacobians, losses, training=True):
         [ops.reshape(ops.cast(j, "float32"), (num_tasks, -1)) for j in jacobians],
         axis=1,
     )
-    gram = ops.matmul(flat, ops.transpose(flat))
+    if loss_scale is not None:
+        flat = flat / ops.cast(loss_scale, "float32")
+    # Under `tf.distribute`, the global gradient on a variable is the sum
+    # of the replicas'; the gradient on the representation is split by
+    # batch rows, so its Gram matrix is the sum of the replicas'.
+    if model._weighting.representation is None:
+        flat = backend.cross_replica_sum(flat)
+        gram = ops.matmul(flat, ops.transpose(flat))
+    else:
+        gram = backend.cross_replica_sum(ops.matmul(flat, ops.transpose(flat)))
+    # A step whose scaled gradients overflowed (mixed precision) is skipped
+    # by the `LossScaleOptimizer`; keep it away from the strategy's state.
+    gram = ops.where(ops.all(ops.isfinite(gram)), gram, ops.zeros_like(gram))
     compile_loss = model._compile_loss
     compile_loss.record_cosines(gram)
     a, b = model._weighting.coefficients(

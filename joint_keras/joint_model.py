@@ -70,9 +70,9 @@ class JointModel(keras.Model):
         self._submodels = _standardize_submodels(submodels)
         self._step_kind = "keras"
         self._weighting = None
-        # Per-trace scratch (the loss groups of the step being traced),
-        # kept in a plain object so that Keras does not track the tensors.
-        self._trace = types.SimpleNamespace(loss_groups={}, unreached=frozenset())
+        # Per-trace scratch (the loss groups of the step being traced), per
+        # thread, in an object that Keras does not track.
+        self._trace = _compile_utils.StepValues()
         # A JointModel has no variables of its own: it is built when its
         # submodels are, so a fresh one can save, load weights, or be
         # resumed by `BackupAndRestore` at once.
@@ -289,6 +289,14 @@ class JointModel(keras.Model):
             jit_compile=jit_compile,
             auto_scale_loss=auto_scale_loss,
         )
+        if strategy.gradient_level and _accumulates_gradients(self.optimizer):
+            raise ValueError(
+                f"`weighting={strategy.name!r}` combines the tasks' gradients "
+                "of each batch, so with `gradient_accumulation_steps` it would "
+                "combine each micro-batch's and not match the large batch. "
+                "Use a larger batch, or a loss-level strategy. Received: "
+                f"optimizer={optimizer!r}"
+            )
         # Keras's own training steps call `self._compile_loss` inside
         # `compute_loss`, build both containers before the first step, and
         # list their trackers in `self.metrics`.
@@ -329,9 +337,14 @@ class JointModel(keras.Model):
         )
 
     def _set_weighting(self, strategy):
-        # Untrack a previous strategy, so that its variables leave the model.
-        if getattr(self, "_weighting", None) is not None:
+        # Untrack a previous strategy (compiled again), so that its
+        # variables leave the model: deleting the attribute is not enough.
+        previous = getattr(self, "_weighting", None)
+        if previous is not None:
             del self._weighting
+            self._tracker.untrack(previous)
+            if any(layer is previous for layer in self._layers):
+                self._layers.remove(previous)
         self._weighting = strategy
 
     def _build_optimizer(self, optimizer, update_every):
@@ -400,10 +413,13 @@ class JointModel(keras.Model):
         if self._step_kind == "routed" or (
             self._trace.unreached and keras.backend.backend() == "jax"
         ):
-            return _backend.train_step(self, *args)
+            return _backend.step_logs(_backend.train_step(self, *args))
         if self._step_kind == "gradient":
-            return _backend.gradient_step(self, *args)
-        return super().train_step(*args)
+            return _backend.step_logs(_backend.gradient_step(self, *args))
+        return _backend.step_logs(super().train_step(*args))
+
+    def test_step(self, *args):
+        return _backend.step_logs(super().test_step(*args))
 
     def fit(
         self,
@@ -427,6 +443,16 @@ class JointModel(keras.Model):
             callbacks=callbacks,
             **kwargs,
         )
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # TensorFlow only. Keras 3 builds losses and metrics under a
+        # strategy from the mean of a distributed batch over replicas,
+        # which fails under `MultiWorkerMirroredStrategy`
+        # (keras-team/keras#20585); only shapes matter: take the first
+        # replica's batch.
+        if iterator is not None and self._distribute_strategy is not None:
+            iterator, data_batch = None, _backend.first_replica_batch(iterator)
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
@@ -597,6 +623,16 @@ def _standardize_submodels(submodels):
             )
         _check_is_model(model, f"submodels[{name!r}]")
     return named
+
+
+def _accumulates_gradients(optimizer):
+    """Whether `optimizer` (or one it wraps) accumulates gradients."""
+    inner = list(getattr(optimizer, "optimizers", []))
+    if hasattr(optimizer, "inner_optimizer"):
+        inner.append(optimizer.inner_optimizer)
+    return bool(optimizer.gradient_accumulation_steps) or any(
+        _accumulates_gradients(o) for o in inner if o is not optimizer
+    )
 
 
 def _check_is_model(model, where):

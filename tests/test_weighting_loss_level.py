@@ -91,6 +91,52 @@ def test_uncertainty_step_matches_kendall_by_hand():
         np.testing.assert_allclose(got, w, atol=1e-6)
 
 
+def test_uncertainty_adam_step_matches_by_hand():
+    # Adam's first step is `lr * g / (|g| + eps / sqrt(1 - beta_2))` per
+    # entry, and its velocity `(1 - beta_2) * g**2`: a sparse gradient with
+    # repeated indices (two gathers of the log-variances) would square the
+    # parts of `g` separately.
+    a, b = mlp("a"), mlp("b")
+    x, y = data()
+    joint = jk.JointModel({"a": a, "b": b})
+    joint.compile(
+        optimizer=keras.optimizers.Adam(0.05),
+        loss="mse",
+        weighting=jk.weighting.Uncertainty(),
+    )
+    s = joint._weighting.log_variances
+    variables = reference.unique_variables(a, b) + [s]
+
+    def total():
+        la, lb = mse(y, a(x)), mse(y, b(x))
+        return 0.5 * (ops.exp(-s[0]) * la + s[0] + ops.exp(-s[1]) * lb + s[1])
+
+    _, grads = reference.value_and_grad(total, variables)
+    before = [ops.convert_to_numpy(v) for v in variables]
+    joint.train_on_batch(x, y)
+    eps = 1e-7 / np.sqrt(1 - 0.999)
+    for v, w0, g in zip(variables, before, grads):
+        want = w0 - 0.05 * g / (np.abs(g) + eps)
+        np.testing.assert_allclose(ops.convert_to_numpy(v), want, atol=1e-6)
+    velocity = [
+        v for v in joint.optimizer.variables if "log_variances_velocity" in v.path
+    ]
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(velocity[0]), 0.001 * grads[-1] ** 2, rtol=1e-5
+    )
+
+
+def test_compiling_again_replaces_the_strategy_and_its_variables():
+    joint = jk.JointModel({"a": mlp("a"), "b": mlp("b")})
+    joint.compile(optimizer="adam", loss="mse", weighting="uncertainty")
+    assert any("log_variances" in v.path for v in joint.trainable_variables)
+    joint.compile(optimizer="adam", loss="mse", weighting="dwa")
+    paths = [v.path for v in joint.variables]
+    assert not any("log_variances" in p for p in paths)
+    assert any("previous_epoch_loss" in p for p in paths)
+    assert len(joint.trainable_variables) == 8
+
+
 def test_dwa_weights_follow_the_epoch_loss_ratios():
     joint = jk.JointModel({"a": mlp("a"), "b": mlp("b")})
     joint.compile(

@@ -31,3 +31,35 @@ def train_step(model, *args):
 def gradient_step(model, *args):
     """Runs the backend's gradient-level step (one gradient per task)."""
     return _module().gradient_step(model, *args)
+
+
+def cross_replica_sum(x):
+    """Sum of `x` over the replicas of a `tf.distribute` step.
+
+    Keras computes each replica's loss on its part of the global batch,
+    scaled by `1 / num_replicas`; what a weighting strategy reads (task
+    losses, per-task gradients) must be summed across replicas first. JAX
+    distribution computes on the global batch already, and PyTorch steps
+    run on one device: there `x` is returned as is.
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return x
+    return _module().cross_replica_sum(x)
+
+
+def first_replica_batch(iterator):
+    """TensorFlow: one batch of a distributed epoch iterator, for a
+    symbolic build (see `JointModel._maybe_symbolic_build`)."""
+    return _module().first_replica_batch(iterator)
+
+
+def step_logs(outputs):
+    """What a train or test step returns, adjusted for the backend's
+    training loop (TensorFlow multi-worker: see `tensorflow.step_logs`)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return outputs
+    return _module().step_logs(outputs)

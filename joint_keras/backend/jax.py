@@ -61,6 +61,10 @@ def _forward(model, trainable_values, state, x, y, sample_weight):
 def _stateless_apply(model, grads, trainable, optimizer_vars):
     """`optimizer.stateless_apply` on the variables that have a gradient."""
     optimizer, variables = model.optimizer, model.trainable_variables
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        # Its stateful `apply` assigns inside `ops.cond` branches, which
+        # `jax.jit` cannot trace: use its stateless form, as Keras does.
+        return optimizer.stateless_apply(optimizer_vars, grads, trainable)
     mapping = list(zip(variables, trainable))
     mapping += list(zip(optimizer.variables, optimizer_vars))
     with keras.StatelessScope(state_mapping=mapping) as scope:
@@ -88,9 +92,10 @@ def gradient_step(model, state, data):
         mapping = list(zip(optimizer.variables, optimizer_vars))
         with keras.StatelessScope(state_mapping=mapping):
             scaled = optimizer.scale_loss(losses)
+            loss_scale = optimizer.scale_loss(jnp.ones((), losses.dtype))
         first = copies[0] if copies else jnp.zeros(())
         raw = model._compile_loss.task_raw_losses
-        return (jnp.concatenate([scaled, loss[None]]), first), (aux, losses, raw)
+        return (jnp.concatenate([scaled, loss[None]]), first), (aux, raw, loss_scale)
 
     probes = []
     if layer is not None:
@@ -103,7 +108,7 @@ def gradient_step(model, state, data):
                 trainable,
             )
         ]
-    (outputs, first), vjp_fn, (aux, losses, raw_losses) = jax.vjp(
+    (outputs, first), vjp_fn, (aux, raw_losses, loss_scale) = jax.vjp(
         losses_and_representation, trainable, probes, has_aux=True
     )
     unscaled_loss, y_pred, non_trainable, metrics_vars = aux
@@ -123,7 +128,9 @@ def gradient_step(model, state, data):
     mapping = list(zip(model.non_trainable_variables, non_trainable))
     mapping += list(zip(model.metrics_variables, metrics_vars))
     with keras.StatelessScope(state_mapping=mapping) as scope:
-        a, b = _task_gradients.coefficients(model, jacobians, raw_losses)
+        a, b = _task_gradients.coefficients(
+            model, jacobians, raw_losses, loss_scale=loss_scale
+        )
     non_trainable = [scope.get_current_value(v) for v in model.non_trainable_variables]
     metrics_vars = [scope.get_current_value(v) for v in model.metrics_variables]
 

@@ -61,7 +61,10 @@ def gradient_step(model, data):
         # Each copy's output is the same representation: sum per task.
         jacobians = [tf.add_n(jacobians)]
     a, b = _task_gradients.coefficients(
-        model, jacobians, model._compile_loss.task_raw_losses
+        model,
+        jacobians,
+        model._compile_loss.task_raw_losses,
+        loss_scale=optimizer.scale_loss(tf.constant(1.0)),
     )
     with tape:
         rest = optimizer.scale_loss(_task_gradients.rest_loss(total, losses, b))
@@ -89,3 +92,41 @@ def _jacobian(tape, losses, variables):
         return tape.jacobian(losses, variables, experimental_use_pfor=True)
     except (ValueError, NotImplementedError, TypeError):
         return tape.jacobian(losses, variables, experimental_use_pfor=False)
+
+
+def cross_replica_sum(x):
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return x
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, x)
+
+
+def first_replica_batch(iterator):
+    """One batch of a (possibly distributed) epoch iterator, as this
+    worker's first replica sees it: enough for a symbolic build."""
+    for _, _, it in iterator:
+        batch = next(it)
+        return tree.map_structure(
+            lambda v: (
+                v.values[0] if isinstance(v, tf.distribute.DistributedValues) else v
+            ),
+            batch,
+        )
+    return None
+
+
+def step_logs(logs):
+    """Under `MultiWorkerMirroredStrategy`, the step's scalar logs as
+    vectors of one entry: Keras 3 averages them over replicas with
+    `strategy.reduce("MEAN", v, axis=0)`, which needs an axis 0
+    (keras-team/keras#20585)."""
+    strategy = tf.distribute.get_strategy()
+    multi_worker = (
+        isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        and strategy.extended._in_multi_worker_mode()
+    )
+    if not multi_worker:
+        return logs
+    return tree.map_structure(
+        lambda v: tf.reshape(v, (1,)) if v.shape.rank == 0 else v, logs
+    )

@@ -56,7 +56,10 @@ def gradient_step(model, data):
         # Each copy's output is the same representation: sum per task.
         jacobians = [sum(jacobians[1:], jacobians[0])]
     a, b = _task_gradients.coefficients(
-        model, jacobians, model._compile_loss.task_raw_losses
+        model,
+        jacobians,
+        model._compile_loss.task_raw_losses,
+        loss_scale=optimizer.scale_loss(1.0),
     )
     rest = optimizer.scale_loss(_task_gradients.rest_loss(total, losses, b))
     tensors = [v.value for v in variables]

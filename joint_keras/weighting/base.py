@@ -72,6 +72,16 @@ class Weighting(keras.layers.Layer):
     def build_state(self, num_tasks):
         """Override to create the strategy's variables."""
 
+    def add_weight(self, *args, trainable=True, aggregation=None, **kwargs):
+        # State that the step writes is computed from global-batch values,
+        # the same on every replica: under `tf.distribute`, keep the first
+        # replica's write.
+        if aggregation is None:
+            aggregation = "none" if trainable else "only_first_replica"
+        return super().add_weight(
+            *args, trainable=trainable, aggregation=aggregation, **kwargs
+        )
+
     def task_weights(self, losses, indices, training):
         """Effective weight of each task with a loss in this step.
 
@@ -112,8 +122,15 @@ class Weighting(keras.layers.Layer):
 
     @staticmethod
     def gather(variable, indices):
-        """The entries of a `(num_tasks,)` variable at `indices`."""
-        return ops.take(ops.convert_to_tensor(variable), ops.array(indices), axis=0)
+        """The entries of a `(num_tasks,)` variable at `indices`.
+
+        A product with a one-hot matrix rather than a gather: a gather's
+        gradient on TensorFlow is sparse, and two gathers of one variable
+        give duplicate indices, which Keras's Adam squares entry by entry.
+        """
+        values = ops.convert_to_tensor(variable)
+        selection = ops.one_hot(ops.array(indices), values.shape[0], dtype=values.dtype)
+        return ops.matmul(selection, values)
 
     @staticmethod
     def scatter(variable, indices, values):
