@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BACKENDS := tensorflow jax torch
 
-.PHONY: demo test test-tensorflow test-jax test-torch lint clean
+.PHONY: demo test test-tensorflow test-jax test-torch lint bench clean
 
 $(STAMP): setup.cfg constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: $(STAMP)
 
 test-%: $(STAMP)
 	KERAS_BACKEND=$* $(PY) -m pytest $(PYTEST_ARGS)
+
+# Step time and memory against hand-written loops and a functional model,
+# each backend in its own processes (about 10 minutes on 2 CPU cores).
+bench: $(STAMP)
+	$(PY) -m benchmarks.step_time
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -20,14 +20,14 @@ def median_seconds(fn, repeats):
     return statistics.median(times)
 
 
-def run_per_backend(module, args, backends=BACKENDS):
-    """Runs `python -m module --worker args...` once per backend and returns
-    `{backend: json result}`."""
+def run_per_backend(module, args, backends=BACKENDS, worker_args=()):
+    """Runs `python -m module --worker [worker_args...] args...` once per
+    backend and returns `{backend: json result}`."""
     results = {}
     for backend in backends:
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
         out = subprocess.run(
-            [sys.executable, "-m", module, "--worker", *args],
+            [sys.executable, "-m", module, "--worker", *worker_args, *args],
             env=env,
             check=True,
             capture_output=True,

@@ -297,6 +297,10 @@ class LossTrackers(MetricsList):
     def update_state(self, name, value, batch_size):
         self._means[name].update_state(value, sample_weight=batch_size)
 
+    @property
+    def reports_weights(self):
+        return bool(self._weights)
+
     def update_weight(self, name, value):
         if self.training and name in self._weights:
             self._weights[name].update_state(value)
@@ -424,14 +428,19 @@ class SubmodelLosses(keras.losses.Loss):
         weighted = losses * weights
         step.task_losses, step.task_weights = weighted, weights
         step.task_raw_losses = global_losses
-        total = None
-        for i, k in enumerate(indices):
-            name = self.task_names[k]
-            self._trackers.update_weight(name, weights[i])
-            updates = self._updates.get(name)
-            if updates is None:
-                total = weighted[i] if total is None else total + weighted[i]
-            else:
+        if self._trackers.reports_weights and self.training:
+            for i, k in enumerate(indices):
+                self._trackers.update_weight(self.task_names[k], weights[i])
+        names = [self.task_names[k] for k in indices]
+        if all(self._updates.get(name) is None for name in names):
+            total = ops.sum(weighted)
+        else:
+            total = None
+            for i, name in enumerate(names):
+                updates = self._updates.get(name)
+                if updates is None:
+                    total = weighted[i] if total is None else total + weighted[i]
+                    continue
                 key = tuple(n for n in self.names if n in updates)
                 previous = step.routed_losses.get(key)
                 step.routed_losses[key] = (

@@ -3,6 +3,7 @@
 They are timed by hand (see the README), never asserted on here.
 """
 
+from benchmarks import step_time
 from benchmarks import weighting_step_time
 from tests.conftest import BACKEND
 
@@ -18,3 +19,21 @@ def test_weighting_step_time_runs_and_prints_its_table(capsys):
     assert all(seconds > 0 for seconds in results[BACKEND].values())
     table = capsys.readouterr().out
     assert "| upgrad@trunk |" in table and "| K=3 |" in table
+
+
+def test_step_time_runs_every_contender_and_prints_its_table(capsys):
+    results = step_time.main(
+        ["--sizes", "small", "--repeats", "1", "--steps-scale", "0.01"]
+        + ["--backends", BACKEND]
+    )
+    by_contender = results[BACKEND]
+    spes = {"1"} if BACKEND == "torch" else {"1", "32"}
+    for contender in ("functional", "joint"):
+        entry = by_contender[f"small/{contender}"]
+        assert set(entry) == spes | {"peak_mb"}
+        assert all(entry[spe] > 0 for spe in spes)
+    assert by_contender["small/hand eager"]["1"] > 0
+    if BACKEND != "torch":
+        assert by_contender["small/hand compiled"]["1"] > 0
+    table = capsys.readouterr().out
+    assert f"| {BACKEND} | small | joint |" in table
