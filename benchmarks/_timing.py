@@ -20,6 +20,24 @@ def median_seconds(fn, repeats):
     return statistics.median(times)
 
 
+def fit_runner(model, x, y, batch_size, steps):
+    """`run(n=steps)`: one epoch of `model.fit` on the first `n` batches of
+    `x` and the dict `y`, in order, silently: what the benchmarks time."""
+
+    def run(n=steps):
+        rows = batch_size * n
+        model.fit(
+            x[:rows],
+            {k: v[:rows] for k, v in y.items()},
+            batch_size=batch_size,
+            epochs=1,
+            verbose=0,
+            shuffle=False,
+        )
+
+    return run
+
+
 def run_per_backend(module, args, backends=BACKENDS, worker_args=()):
     """Runs `python -m module --worker [worker_args...] args...` once per
     backend and returns `{backend: json result}`."""

@@ -21,11 +21,14 @@ Contenders, on the same models, data and step count:
 - `joint`: `jk.JointModel` of the two models, same `compile()` arguments,
   `fit()` with `steps_per_execution` 1 and 32.
 
-Each (backend, size, contender) runs in its own process, so that its peak
-memory is its own: reported as the peak resident memory growth over the
-process's memory before the models are built. Times are the median of
-`--repeats` runs, after a warm-up run that compiles; each run is one call
-(one epoch of `fit()`), so `fit()`'s per-call set-up is included.
+All contenders of one backend and size are timed in one process,
+interleaved (run 1 of each, then run 2 of each, ...), so that a slow spell
+of the machine hits them all; each figure is the median of `--repeats`
+runs, after a warm-up run that compiles, and each run is one call (one
+epoch of `fit()`), so `fit()`'s per-call set-up is included. Peak memory
+comes from a separate process per (backend, size, contender), so that it is
+that contender's own: the peak resident memory growth over the process's
+memory once Keras and the backend are loaded.
 """
 
 import argparse
@@ -34,6 +37,7 @@ import os
 import resource
 import statistics
 
+from benchmarks._timing import fit_runner
 from benchmarks._timing import median_seconds
 
 SIZES = {
@@ -102,19 +106,7 @@ def _fit_runner(contender, size, steps, steps_per_execution):
         steps_per_execution=steps_per_execution,
     )
     x, y = _data(size, steps)
-    targets = {"model1": y, "model2": y}
-
-    def run(n=steps):
-        model.fit(
-            x[: batch * n],
-            {k: v[: batch * n] for k, v in targets.items()},
-            batch_size=batch,
-            epochs=1,
-            verbose=0,
-            shuffle=False,
-        )
-
-    return run
+    return fit_runner(model, x, {"model1": y, "model2": y}, batch, steps)
 
 
 def _hand_runner(compiled, size, steps):

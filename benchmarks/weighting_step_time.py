@@ -66,6 +66,7 @@ def time_strategy(strategy, num_tasks, steps, repeats):
     import numpy as np
 
     import joint_keras as jk
+    from benchmarks._timing import fit_runner
     from benchmarks._timing import median_seconds
 
     keras.utils.set_random_seed(0)
@@ -81,16 +82,7 @@ def time_strategy(strategy, num_tasks, steps, repeats):
         for k in range(num_tasks)
     }
 
-    def fit(n=steps):
-        model.fit(
-            x[: BATCH * n],
-            {k: v[: BATCH * n] for k, v in y.items()},
-            batch_size=BATCH,
-            epochs=1,
-            verbose=0,
-            shuffle=False,
-        )
-
+    fit = fit_runner(model, x, y, BATCH, steps)
     fit(2)  # compiles the step
     return median_seconds(fit, repeats) / steps
 

@@ -413,10 +413,12 @@ class JointModel(keras.Model):
         if self._step_kind == "routed" or (
             self._trace.unreached and keras.backend.backend() == "jax"
         ):
-            return _backend.step_logs(_backend.train_step(self, *args))
-        if self._step_kind == "gradient":
-            return _backend.step_logs(_backend.gradient_step(self, *args))
-        return _backend.step_logs(super().train_step(*args))
+            outputs = _backend.train_step(self, *args)
+        elif self._step_kind == "gradient":
+            outputs = _backend.gradient_step(self, *args)
+        else:
+            outputs = super().train_step(*args)
+        return _backend.step_logs(outputs)
 
     def test_step(self, *args):
         return _backend.step_logs(super().test_step(*args))
