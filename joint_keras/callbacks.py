@@ -1,7 +1,8 @@
 """Callbacks for `JointModel`."""
 
 import keras
-import numpy as np
+
+from joint_keras import _compat
 
 
 class LossWeightScheduler(keras.callbacks.Callback):
@@ -9,8 +10,9 @@ class LossWeightScheduler(keras.callbacks.Callback):
 
     Like `keras.callbacks.LearningRateScheduler`, for the weights of a
     `JointModel`'s tasks (each submodel's loss and each joint loss). It
-    assigns `model.loss_weights_variable`, so training is not recompiled,
-    on every backend. The epoch logs get `{task}_weight`.
+    calls `model.set_task_weights`, which checks the weights as `compile()`
+    does, and needs no recompiling, on every backend. The epoch logs get
+    `{task}_weight`.
 
     Args:
         schedule: Callable `schedule(epoch, weights) -> weights`, where
@@ -35,34 +37,62 @@ class LossWeightScheduler(keras.callbacks.Callback):
         self.verbose = verbose
 
     def on_epoch_begin(self, epoch, logs=None):
-        current = self.model.task_weights
-        new = self.schedule(epoch, dict(current))
+        new = self.schedule(epoch, dict(self.model.task_weights))
         if not isinstance(new, dict):
             raise TypeError(
                 "The `schedule` of `LossWeightScheduler` must return a dict "
                 f"task name -> weight. Received: {new!r}"
             )
-        unknown = [name for name in new if name not in current]
-        if unknown:
-            raise ValueError(
-                f"`LossWeightScheduler` got weights for unknown tasks {unknown}; "
-                f"tasks are {list(current)}."
-            )
-        for name, weight in new.items():
-            weight = float(weight)
-            if not np.isfinite(weight) or weight < 0:
-                raise ValueError(
-                    "Loss weights must be non-negative and finite; the schedule "
-                    f"gave {name!r} the weight {weight!r}."
-                )
-        current.update({name: float(w) for name, w in new.items()})
-        self.model.loss_weights_variable.assign(
-            np.array([current[n] for n in self.model.task_names], dtype="float32")
-        )
+        self.model.set_task_weights(new)
         if self.verbose:
-            print(f"\nEpoch {epoch + 1}: LossWeightScheduler setting {current}.")
+            print(
+                f"\nEpoch {epoch + 1}: LossWeightScheduler setting "
+                f"{self.model.task_weights}."
+            )
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             for name, weight in self.model.task_weights.items():
                 logs[f"{name}_weight"] = weight
+
+
+class BackupAndRestore(_compat.AtomicBackupMetadata, keras.callbacks.BackupAndRestore):
+    """`keras.callbacks.BackupAndRestore`, with every file written atomically.
+
+    The same arguments and behaviour as Keras's callback. The weights file
+    is atomic with any `JointModel`; this one also writes its small
+    training-metadata file atomically (Keras's writes it in place, so a
+    process killed during that write stops the next run with a
+    `JSONDecodeError`). Resuming gives the uninterrupted run's weights
+    exactly when the backup was taken at the end of an epoch
+    (`save_freq="epoch"`): with `save_freq=N` the interrupted epoch starts
+    again from its first batch, as in Keras.
+
+    Example:
+
+    ```python
+    model.fit(x, y, epochs=10, callbacks=[jk.callbacks.BackupAndRestore("ckpt")])
+    ```
+    """
+
+
+class _StrategyEpochEnd(keras.callbacks.Callback):
+    """Lets an epoch-based strategy (such as `DWA`) roll its statistics."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.weighting.on_epoch_end()
+
+
+def with_strategy_callbacks(callbacks, model):
+    """`fit()`'s `callbacks` (a list or a `keras.callbacks.CallbackList`),
+    with the callback `model`'s weighting strategy needs added first."""
+    strategy = model.weighting
+    if strategy is None or not strategy.needs_epoch_end:
+        return callbacks
+    if not isinstance(callbacks, keras.callbacks.CallbackList):
+        return [_StrategyEpochEnd()] + list(callbacks or [])
+    if not any(isinstance(c, _StrategyEpochEnd) for c in callbacks.callbacks):
+        callback = _StrategyEpochEnd()
+        callback.set_model(model)
+        callbacks.callbacks.insert(0, callback)
+    return callbacks

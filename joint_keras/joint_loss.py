@@ -1,15 +1,26 @@
 """`JointLoss`: a loss term computed from several submodels' outputs."""
 
 import keras
+from keras import ops
+
+from joint_keras import _compat
 
 
 @keras.saving.register_keras_serializable(package="joint_keras")
 class JointLoss:
     """A weighted loss term over the outputs of several submodels.
 
-    `fn(y_true, y_pred)` gets the targets as given to `fit()` (or `None`)
-    and the dict of every submodel's output, and returns a scalar. It is
-    added to the total loss as `weight * fn(y_true, y_pred)` and logged
+    `fn(y_true, y_pred)` receives the targets exactly as given to `fit()`
+    (a tensor, list or dict; `None` when there are none) and the dict of
+    every submodel's output, keyed by submodel name. It returns either one
+    scalar, used as is, or one value per sample (shape `(batch,)` or
+    `(batch, ...)`), reduced as a `keras.losses.Loss` reduces: the sum of
+    the values times their sample weights, divided by the number of values
+    (`"sum_over_batch_size"`). The sample weights are `fit()`'s
+    `sample_weight` when it is one array, or its entry under this term's
+    `name` when it is a dict; a scalar result cannot be weighted.
+
+    The term is added to the total loss as `weight * value` and logged
     unweighted as `{name}_loss`.
 
     By default the term's gradient reaches every variable it depends on.
@@ -20,8 +31,9 @@ class JointLoss:
     computed through the discriminator, updates only `"gen"`.
 
     Args:
-        fn: Callable `fn(y_true, y_pred) -> scalar`, written with
-            `keras.ops` so that it runs on every backend.
+        fn: Callable `fn(y_true, y_pred)` returning a scalar or per-sample
+            values, written with `keras.ops` so that it runs on every
+            backend.
         weight: Non-negative finite float. Defaults to 1.0.
         name: String used in the logs. Defaults to the name of `fn`.
         updates: Optional list of submodel names whose variables this term
@@ -33,7 +45,8 @@ class JointLoss:
 
     ```python
     def agreement(y_true, y_pred):
-        return keras.ops.mean(keras.ops.square(y_pred["a"] - y_pred["b"]))
+        # One value per sample: reduced (and sample-weighted) like a Keras loss.
+        return keras.ops.mean(keras.ops.square(y_pred["a"] - y_pred["b"]), axis=-1)
 
     model.compile(
         optimizer="adam",
@@ -53,9 +66,20 @@ class JointLoss:
         self.weight = weight
         self.name = name or _name_of(fn)
         self.updates = _standardize_updates(updates)
+        self._reduction = _PerSampleReduction(name=f"{self.name}_reduction")
 
-    def __call__(self, y_true, y_pred):
-        return self.fn(y_true, y_pred)
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        """The term's value, reduced, and scaled per replica under
+        `tf.distribute` as Keras losses are."""
+        values = ops.convert_to_tensor(self.fn(y_true, y_pred))
+        if len(values.shape) == 0:
+            return _compat.scale_loss_for_distribution(values)
+        return self._reduction(values, values, sample_weight)
+
+    def submodel_names(self):
+        """The submodel names this term refers to, by argument (checked by
+        `compile()` against the submodels)."""
+        return {"updates": self.updates} if self.updates else {}
 
     def term_config(self):
         """The config entries every joint loss has: weight, name, updates."""
@@ -76,6 +100,15 @@ class JointLoss:
     def __repr__(self):
         updates = "" if self.updates is None else f", updates={self.updates}"
         return f"JointLoss({self.name!r}, weight={self.weight}{updates})"
+
+
+class _PerSampleReduction(keras.losses.Loss):
+    """Keras's own reduction (`"sum_over_batch_size"`, sample weights,
+    prediction masks, scaling per replica) of precomputed per-sample values,
+    given as `y_pred`."""
+
+    def call(self, y_true, y_pred):
+        return y_pred
 
 
 def _standardize_updates(updates):

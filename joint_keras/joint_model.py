@@ -1,53 +1,61 @@
 """`JointModel`: several Keras models trained together as one Keras model."""
 
+import functools
 import types
 
 import keras
 
-from joint_keras import _compile_utils
-from joint_keras import _routing
+from joint_keras import _compat
+from joint_keras import _inputs
+from joint_keras import _saving
 from joint_keras import _serialization
-from joint_keras import backend as _backend
-from joint_keras import weighting as weighting_module
-from joint_keras.submodel_optimizer import SubmodelOptimizer
+from joint_keras import _spec
+from joint_keras import _step
+from joint_keras import backend
+from joint_keras import callbacks as callbacks_module
+from joint_keras._representation import RepresentationSplit
+from joint_keras._submodel_metrics import SubmodelMetrics
+from joint_keras._task_losses import TaskLosses
+from joint_keras._task_losses import step_losses
+from joint_keras._variables import VariableIndex
+from joint_keras.submodel_optimizer import build_optimizer
+from joint_keras.submodel_optimizer import check_accumulation
 
-# A submodel name `n` logs `n_loss`; validation logs prefix `val_`, so these
-# names would collide with validation logs of the total or of another model.
-_RESERVED_PREFIX = "val"
+
+def _keeps_state(method):
+    """`method` under `backend.keep_state_on_error`."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with backend.keep_state_on_error(self):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 @keras.saving.register_keras_serializable(package="joint_keras")
-class JointModel(keras.Model):
+class JointModel(_compat.TrainerFixes, _saving.SavingMixin, keras.Model):
     """Trains several Keras models jointly on a weighted shared objective.
 
     `JointModel` wraps a dict of submodels into one `keras.Model`, so joint
     training keeps `compile()`, `fit()`, `evaluate()`, `predict()`,
-    callbacks, and the Keras training loop of every backend. The submodels
-    are the same objects you pass in; they are trained in place.
+    callbacks, saving, and the Keras training loop of every backend. The
+    submodels are the objects you pass in; they are trained in place.
 
-    On each step, every submodel gets the input (or its own entry of a dict
-    input keyed by submodel name), and the optimizer minimizes
+    Each step, every submodel gets the input (or its own entry of a dict or
+    list input), and the optimizer minimizes `sum_k weight_k * loss_k` plus
+    the regularization losses, over the tasks `k` (each submodel's compiled
+    loss and each joint loss). A variable several submodels share is
+    updated once per step, with the gradient of the whole objective.
 
-    `loss = sum(loss_weights[name] * loss[name](y[name], y_pred[name]))`
-    `       + regularization losses of all submodels`
-
-    with one gradient of the total over the deduplicated trainable variables:
-    a layer or variable shared by several submodels is updated exactly once
-    per step, with the gradient of the whole objective.
-
-    Logs (History, progress bar, callbacks) carry:
-
-    - `loss`: the weighted total, regularization included.
-    - `{name}_loss`: the unweighted loss of submodel `name`.
-    - `{name}_{metric}`: each metric compiled for submodel `name`.
-
-    and their `val_` twins on validation data.
+    Logs: `loss` (the weighted total), `{name}_loss` (each task's unweighted
+    loss), `{name}_{metric}`, `{name}_weight` (with a weighting strategy),
+    `grad_cos/{a}/{b}` (with a gradient-level one), and their `val_` twins.
 
     Args:
         submodels: Dict mapping a name to a `keras.Model`, or a list of
-            models named by their `.name`. Names are strings; a name may
-            not be `"val"` or start with `"val_"` (it would collide with
-            validation logs).
+            models named by their `.name`. A name may not be `"val"` or
+            start with `"val_"` (it would collide with validation logs).
         **kwargs: Passed to `keras.Model` (for example `name`).
 
     Example:
@@ -67,15 +75,14 @@ class JointModel(keras.Model):
 
     def __init__(self, submodels, **kwargs):
         super().__init__(**kwargs)
-        self._submodels = _standardize_submodels(submodels)
-        self._step_kind = "keras"
-        self._weighting = None
-        # Per-trace scratch (the loss groups of the step being traced), per
-        # thread, in an object that Keras does not track.
-        self._trace = _compile_utils.StepValues()
-        # A JointModel has no variables of its own: it is built when its
-        # submodels are, so a fresh one can save, load weights, or be
-        # resumed by `BackupAndRestore` at once.
+        submodels = _serialization.standardize_submodels(submodels)
+        # Tracked in name order first: weights files store layers by
+        # position, so any dict order of the same names matches.
+        self._by_name = [submodels[name] for name in sorted(submodels)]
+        self._submodels = submodels
+        self._spec = self._weighting = self._task_losses = None
+        self._index = self._split = None
+        # Built when its submodels are (it has no variables of its own).
         if all(model.built for model in self._submodels.values()):
             self.built = True
 
@@ -85,7 +92,7 @@ class JointModel(keras.Model):
         return types.MappingProxyType(dict(self._submodels))
 
     def call(self, inputs, training=None):
-        inputs = self._route_inputs(inputs)
+        inputs = _inputs.route(inputs, self._submodels)
         outputs = {}
         for name, model in self._submodels.items():
             try:
@@ -95,103 +102,30 @@ class JointModel(keras.Model):
                     inputs[name], training=training if model.trainable else False
                 )
             except ValueError as error:
+                hint = _serialization.shared_layers_hint(self._submodels, name)
                 raise ValueError(
-                    f"Submodel {name!r} could not be called on its input."
-                    f"{self._shared_layers_hint(name)}\n{error}"
+                    f"Submodel {name!r} could not be called on its input.{hint}"
+                    f"\n{error}"
                 ) from error
         return outputs
 
-    def _shared_layers_hint(self, name):
-        shared = {
-            layer.name: owners
-            for layer, owners in _serialization.shared_layers(self._submodels).items()
-            if name in owners
-        }
-        if not shared:
-            return ""
-        return (
-            " It shares layers with other submodels "
-            f"(layer: submodels) {shared}; a shared layer must receive "
-            "inputs of the same shape from every submodel that uses it."
-        )
-
-    def export(
-        self,
-        filepath,
-        format="tf_saved_model",
-        verbose=None,
-        input_signature=None,
-        **kwargs,
-    ):
-        """Exports the joint model for inference, as `keras.Model.export`.
-
-        Without `input_signature`, it is read from the submodels' inputs:
-        one input when every submodel takes the same, else a dict keyed by
-        submodel name (the routed form of `x`).
-        """
-        if input_signature is None:
-            input_signature = [self._input_signature()]
-        return super().export(
-            filepath,
-            format=format,
-            verbose=verbose,
-            input_signature=input_signature,
-            **kwargs,
-        )
-
-    def _input_signature(self):
-        specs = {}
-        for name, model in self._submodels.items():
-            try:
-                inputs = model.inputs
-            except (AttributeError, ValueError):
-                inputs = None
-            if not inputs:
-                raise ValueError(
-                    f"Cannot read the input signature of submodel {name!r} "
-                    "(it has no `inputs`); pass `input_signature` to "
-                    "`export()`."
-                )
-            inputs = inputs[0] if len(inputs) == 1 else inputs
-            specs[name] = keras.tree.map_structure(
-                lambda t: keras.InputSpec(shape=t.shape, dtype=t.dtype), inputs
-            )
-
-        def key(spec):
-            return [(s.shape, s.dtype) for s in keras.tree.flatten(spec)]
-
-        first = next(iter(specs.values()))
-        if all(key(spec) == key(first) for spec in specs.values()):
-            return first
-        return specs
-
     def predict(self, x, *args, **kwargs):
-        outputs = super().predict(x, *args, **kwargs)
-        return self._in_submodel_order(outputs)
+        # JAX flattens dicts in sorted key order; keep the submodel order.
+        with backend.keep_state_on_error(self):
+            return self._in_order(super().predict(x, *args, **kwargs))
 
     def predict_on_batch(self, x):
-        return self._in_submodel_order(super().predict_on_batch(x))
+        with backend.keep_state_on_error(self):
+            return self._in_order(super().predict_on_batch(x))
 
-    def _in_submodel_order(self, outputs):
-        # JAX flattens dicts in sorted key order; keep the user's order.
+    def _in_order(self, outputs):
         return {name: outputs[name] for name in self._submodels}
 
-    def _route_inputs(self, inputs):
-        names = list(self._submodels)
-        if isinstance(inputs, dict):
-            keys = set(inputs)
-            if keys == set(names):
-                return inputs
-            if keys & set(names):
-                missing = [n for n in names if n not in keys]
-                raise ValueError(
-                    "When `x` is a dict keyed by submodel name, it needs one "
-                    f"entry per submodel; missing: {missing}. To give the "
-                    "same dict input to every submodel, use keys that name "
-                    f"no submodel. Submodels are {names}. Received keys: "
-                    f"{sorted(keys)}"
-                )
-        return {name: inputs for name in names}
+    def export(self, filepath, format="tf_saved_model", input_signature=None, **kw):
+        """As `keras.Model.export`; the default `input_signature` is read from
+        the submodels' inputs (a dict by name unless all take the same)."""
+        signature = input_signature or [_inputs.input_signature(self._submodels)]
+        return super().export(filepath, format=format, input_signature=signature, **kw)
 
     def compile(
         self,
@@ -211,298 +145,107 @@ class JointModel(keras.Model):
     ):
         """Configures the joint model for training.
 
+        `loss`, `loss_weights`, `metrics`, `weighted_metrics` and
+        `optimizer` take one value for every submodel, a dict keyed by
+        submodel name, or a list in submodel order (for `metrics`, a list
+        of lists); a multi-output submodel's entry may be nested by output,
+        as in `keras.Model.compile`.
+
         Args:
-            optimizer: String (name of optimizer) or optimizer instance
-                for the trainable variables of all submodels, or a dict
-                mapping submodel names to their own optimizers. A variable
-                used by several submodels is updated once per step, by the
-                optimizer of the first of them (in submodel order) that has
-                one; submodels made only of other submodels' layers (a GAN's
-                `discriminator(generator(z))`) need no entry.
-            loss: A Keras loss (string, function or `keras.losses.Loss`)
-                for every submodel, or a dict mapping submodel names to
-                losses. Submodels absent from the dict get no supervised
-                loss.
-            loss_weights: Optional number for every submodel, list in
-                submodel order, or dict mapping submodel names to
-                non-negative finite numbers. Defaults to 1.0 each.
-            metrics: Metrics for every submodel (a list, as in
-                `keras.Model.compile`), or a dict mapping submodel names to
-                lists of metrics. Logged as `{name}_{metric}`.
-            weighted_metrics: Same as `metrics`, weighted by `sample_weight`.
-            run_eagerly: Bool. If `True`, the step is not compiled.
-            steps_per_execution: Int. Batches run per compiled call.
-            jit_compile: Bool or `"auto"`, as in `keras.Model.compile`.
-            auto_scale_loss: Bool. Wrap the optimizer in a
-                `LossScaleOptimizer` under the `"mixed_float16"` policy.
-            joint_losses: Optional list of loss terms over several
-                submodels' outputs: `jk.JointLoss` objects (or callables
-                `fn(y_true, y_pred)`, weight 1.0), each logged as
-                `{name}_loss`. `y_pred` is the dict of all outputs.
-                A `jk.JointLoss(..., updates=[names])` moves only the
-                variables of the named submodels.
-            update_every: Optional update schedule: a dict mapping submodel
-                names to a positive int `k` (updated on steps 0, k, 2k, ...)
-                or a callable `fn(step) -> bool`, or one callable
-                `fn(step) -> dict` of such booleans. A submodel that is not
-                due keeps its variables and its optimizer state unchanged.
-                Each scheduled submodel gets its own optimizer (a copy of
-                `optimizer` unless a dict is given).
-            missing_label: `None` (default) or `"nan"`: rows whose target
-                for a submodel contains a NaN are unlabelled for it. Rows
-                can also be marked per submodel in `y` as
-                `{name: {"target": t, "mask": m}}` (`m` true where
-                labelled). Unlabelled rows add nothing to that submodel's
-                loss and metrics, whose means are over the labelled rows
-                (a batch with none gives 0).
-            weighting: How the tasks (each submodel's loss and each joint
-                loss) are weighted: `None` or `"fixed"` (the compiled
-                weights, kept live in `loss_weights_variable`), or a
-                strategy from `jk.weighting` (object or name). Strategies
-                other than fixed log `{task}_weight`.
+            optimizer: Optimizer (name or instance), or a dict giving
+                submodels their own; a variable several submodels use is
+                updated once per step, by the first of them that has one.
+            loss: Keras loss(es); a submodel without one has none.
+            loss_weights: Non-negative finite weights; default 1.0.
+            metrics, weighted_metrics: Logged as `{name}_{metric}`.
+            run_eagerly, steps_per_execution, jit_compile, auto_scale_loss:
+                As in `keras.Model.compile`.
+            joint_losses: List of `jk.JointLoss` (or callables
+                `fn(y_true, y_pred)`) over several submodels' outputs.
+            update_every: `{name: k}` (update on steps 0, k, 2k, ...) or
+                `{name: fn(step) -> bool}`, or one `fn(step) -> dict`. A
+                submodel not due keeps its variables and optimizer state.
+            missing_label: `None` or `"nan"`: rows whose target has a NaN
+                (or, in any case, rows marked false in a `y` entry
+                `{"target": t, "mask": m}`) are unlabelled for that
+                submodel: they add nothing to its loss, logs and metrics,
+                and a batch with none labelled leaves its variables and
+                optimizer state alone.
+            weighting: `None`/`"fixed"`, or a strategy from `jk.weighting`.
 
         Raises:
-            ValueError: If a dict key names no submodel, or a loss weight
-                is negative or not finite.
-            TypeError: If a loss weight is not a number.
+            ValueError, TypeError: for an argument that does not fit the
+                submodels, naming the argument and the submodel.
         """
-        names = list(self._submodels)
-        losses = _compile_utils.per_submodel(loss, names, "loss")
-        weights = _compile_utils.standardize_loss_weights(loss_weights, losses, names)
-        metrics_by_name = _compile_utils.per_submodel(metrics, names, "metrics")
-        weighted_by_name = _compile_utils.per_submodel(
-            weighted_metrics, names, "weighted_metrics"
+        arguments = {k: v for k, v in locals().items() if k != "self"}
+        spec = _spec.compile_spec(
+            list(self._submodels), _inputs.output_counts(self._submodels), **arguments
         )
-        joint_terms = _compile_utils.standardize_joint_losses(joint_losses, names)
-        _compile_utils.check_missing_label(missing_label)
-        strategy = weighting_module.get(weighting)
-        routed = any(term.updates is not None for term in joint_terms)
-        if strategy.gradient_level and routed:
-            raise ValueError(
-                f"`weighting={strategy.name!r}` combines per-task gradients, "
-                "which does not go with joint losses that set `updates`."
-            )
         super().compile(
-            optimizer=self._build_optimizer(optimizer, update_every),
+            optimizer=build_optimizer(optimizer, update_every, self),
             run_eagerly=run_eagerly,
             steps_per_execution=steps_per_execution,
             jit_compile=jit_compile,
             auto_scale_loss=auto_scale_loss,
         )
-        if strategy.gradient_level and _accumulates_gradients(self.optimizer):
-            raise ValueError(
-                f"`weighting={strategy.name!r}` combines the tasks' gradients "
-                "of each batch, so with `gradient_accumulation_steps` it would "
-                "combine each micro-batch's and not match the large batch. "
-                "Use a larger batch, or a loss-level strategy. Received: "
-                f"optimizer={optimizer!r}"
-            )
-        # Keras's own training steps call `self._compile_loss` inside
-        # `compute_loss`, build both containers before the first step, and
-        # list their trackers in `self.metrics`.
-        self._compile_loss = None
-        self._set_weighting(None)
-        tasks = _compile_utils.task_names(losses, joint_terms)
-        if tasks:
-            base = [weights[n] for n in names if losses[n] is not None]
-            strategy.build_for_tasks(tasks, base + [t.weight for t in joint_terms])
-            self._set_weighting(strategy)
-            self._compile_loss = _compile_utils.SubmodelLosses(
-                losses, joint_terms, strategy, missing_label=missing_label
-            )
-        self._step_kind = "keras"
-        if routed:
-            self._step_kind = "routed"
-        elif strategy.gradient_level and tasks:
-            self._step_kind = "gradient"
-        self._compile_metrics = None
-        if metrics is not None or weighted_metrics is not None:
-            self._compile_metrics = _compile_utils.SubmodelMetrics(
-                metrics_by_name, weighted_by_name, missing_label=missing_label
-            )
+        check_accumulation(spec, self.optimizer, optimizer)
+        if self._weighting is not None and self._weighting is not spec.weighting:
+            _compat.untrack_layer(self, self._weighting)
+        spec.weighting.build_for_tasks(spec.task_names, spec.base_weights)
+        self._weighting, self._spec, self._split = spec.weighting, spec, None
+        self._task_losses = TaskLosses(spec, spec.weighting)
+        metrics = SubmodelMetrics(spec) if SubmodelMetrics.wanted(spec) else None
+        _compat.attach_containers(self, self._task_losses, metrics)
+        self._step = {"gradient": _step.gradient_step}.get(spec.kind, _step.loss_step)
         self.loss = loss
-        self._joint_compile_args = dict(
-            optimizer=optimizer if isinstance(optimizer, dict) else self.optimizer,
-            loss=loss,
-            loss_weights=loss_weights,
-            metrics=metrics,
-            weighted_metrics=weighted_metrics,
-            run_eagerly=run_eagerly,
-            steps_per_execution=steps_per_execution,
-            jit_compile=self.jit_compile,
-            joint_losses=joint_losses,
-            update_every=update_every,
-            missing_label=missing_label,
-            weighting=weighting,
-        )
+        self._compile_args = {**arguments, "jit_compile": self.jit_compile}
 
-    def _set_weighting(self, strategy):
-        # Untrack a previous strategy (compiled again), so that its
-        # variables leave the model: deleting the attribute is not enough.
-        previous = getattr(self, "_weighting", None)
-        if previous is not None:
-            del self._weighting
-            self._tracker.untrack(previous)
-            if any(layer is previous for layer in self._layers):
-                self._layers.remove(previous)
-        self._weighting = strategy
+    @property
+    def weighting(self):
+        """The compiled `jk.weighting` strategy (`None` before `compile()`)."""
+        return self._weighting
 
-    def _build_optimizer(self, optimizer, update_every):
-        """Returns the optimizer to give Keras, a `SubmodelOptimizer` when
-        there is one per submodel."""
-        if not isinstance(optimizer, dict) and update_every is None:
-            return optimizer
-        names = list(self._submodels)
-        if isinstance(optimizer, dict):
-            _compile_utils.check_keys(optimizer, names, "optimizer")
-            covered = {
-                id(v)
-                for name in optimizer
-                for v in self._submodels[name].trainable_variables
-            }
-            missing = [
-                name
-                for name in names
-                if any(
-                    id(v) not in covered
-                    for v in self._submodels[name].trainable_variables
-                )
-            ]
-            if missing:
-                raise ValueError(
-                    "When `optimizer` is a dict, every trainable variable needs "
-                    "a submodel with an optimizer; the submodels "
-                    f"{missing} have variables no optimizer updates. Add "
-                    f"entries for them. Received: optimizer={optimizer!r}"
-                )
-        else:
-            optimizer = keras.optimizers.get(optimizer)
-            config = keras.saving.serialize_keras_object(optimizer)
-            optimizer = {
-                name: keras.saving.deserialize_keras_object(config) for name in names
-            }
-        owners = [name for name in names if name in optimizer]
-        optimizer = SubmodelOptimizer(optimizer, update_every=update_every)
-        optimizer.set_owner_function(self._variable_owner_function(owners))
-        return optimizer
+    def _variable_index(self):
+        # Built again only when the trainable variables change.
+        self._index = VariableIndex.of(self._submodels, self.trainable_variables,
+                                       self._index)  # fmt: skip
+        return self._index
 
-    def _variable_owner_function(self, owners):
-        """`fn(variable) -> name` of the first of `owners` that uses it."""
-        owner_by_id = {}
-
-        def owner_of(variable):
-            if not owner_by_id:
-                for name in reversed(owners):
-                    for v in self._submodels[name].trainable_variables:
-                        owner_by_id[id(v)] = name
-            # Variables of no submodel (a weighting strategy's) go to the
-            # first optimizer.
-            return owner_by_id.get(id(variable), owners[0])
-
-        return owner_of
+    def _representation_split(self):
+        name = self._weighting.representation
+        if name is not None and self._split is None:
+            self._split = RepresentationSplit(self._submodels, name)
+        return self._split
 
     def train_step(self, *args):
-        # Joint losses with `updates` need one gradient per group of
-        # updated submodels, gradient-level weighting one per task;
-        # everything else is Keras's own step. On JAX, Keras's step would
-        # give a submodel that no loss reaches zero gradients, which an
-        # optimizer with momentum would still apply: route those steps too,
-        # so that the submodel gets none, as on TensorFlow and PyTorch.
-        _, y, _ = keras.utils.unpack_x_y_sample_weight(args[-1])
-        self._trace.unreached = _routing.unreached_variables(self, y)
-        if self._step_kind == "routed" or (
-            self._trace.unreached and keras.backend.backend() == "jax"
-        ):
-            outputs = _backend.train_step(self, *args)
-        elif self._step_kind == "gradient":
-            outputs = _backend.gradient_step(self, *args)
-        else:
-            outputs = super().train_step(*args)
-        return _backend.step_logs(outputs)
+        return backend.run_step(self, lambda data: self._step(self, data), args)
 
     def test_step(self, *args):
-        return _backend.step_logs(super().test_step(*args))
+        return backend.run_step(self, lambda data: _step.test_step(self, data), args)
 
-    def fit(
-        self,
-        x=None,
-        y=None,
-        batch_size=None,
-        epochs=1,
-        verbose="auto",
-        callbacks=None,
-        **kwargs,
-    ):
-        callbacks = list(callbacks or [])
-        if self._weighting is not None and self._weighting.needs_epoch_end:
-            callbacks.insert(0, _WeightingEpochEnd())
-        return super().fit(
-            x,
-            y,
-            batch_size=batch_size,
-            epochs=epochs,
-            verbose=verbose,
-            callbacks=callbacks,
-            **kwargs,
-        )
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto",
+            callbacks=None, **kwargs):  # fmt: skip
+        callbacks = callbacks_module.with_strategy_callbacks(callbacks, self)
+        with backend.keep_state_on_error(self):
+            return super().fit(x, y, batch_size, epochs, verbose, callbacks, **kwargs)
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # TensorFlow only. Keras 3 builds losses and metrics under a
-        # strategy from the mean of a distributed batch over replicas,
-        # which fails under `MultiWorkerMirroredStrategy`
-        # (keras-team/keras#20585); only shapes matter: take the first
-        # replica's batch.
-        if iterator is not None and self._distribute_strategy is not None:
-            iterator, data_batch = None, _backend.first_replica_batch(iterator)
-        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+    evaluate = _keeps_state(keras.Model.evaluate)
+    train_on_batch = _keeps_state(keras.Model.train_on_batch)
+    test_on_batch = _keeps_state(keras.Model.test_on_batch)
 
-    def compute_loss(
-        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
-    ):
-        groups = self._compute_loss_groups(x, y, y_pred, sample_weight, training)
-        losses = list(groups.values())
-        return sum(losses[1:], losses[0])
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
+                     training=True):  # fmt: skip
+        return step_losses(self, x, y, y_pred, sample_weight, training).total
 
-    def _compute_loss_groups(self, x, y, y_pred, sample_weight, training=True):
-        """Returns the loss split by what it updates, as a dict.
-
-        Key `None`: the terms that update every variable they reach
-        (submodel losses, joint losses without `updates`, regularization,
-        `compute_joint_loss`). Key `(names...)`: the joint losses that
-        update only those submodels.
-        """
-        everything, routed = [], {}
-        if self._compile_loss is not None:
-            self._compile_loss.training = training
-            value = self._compile_loss(y, y_pred, sample_weight)
-            if value is not None:
-                everything.append(value)
-            routed = self._compile_loss.routed_losses
-        everything.extend(self._aggregate_additional_loss(loss) for loss in self.losses)
-        extra = self.compute_joint_loss(x, y, y_pred, sample_weight)
-        if extra is not None:
-            everything.append(extra)
-        groups = {}
-        if everything:
-            groups[None] = sum(everything[1:], everything[0])
-        groups.update(routed)
-        if not groups:
-            if keras.backend.backend() != "jax":
-                raise ValueError(
-                    "No loss to compute. Provide `loss` or `joint_losses` in "
-                    "`compile()`, or override `compute_joint_loss`."
-                )
-            groups[None] = keras.ops.zeros(())
-        self._trace.loss_groups = groups
-        return groups
+    def _has_custom_loss(self):
+        return type(self).compute_loss is not JointModel.compute_loss
 
     def compute_joint_loss(self, x, y, y_pred, sample_weight):
         """Override to add a loss term the built-in joint losses don't cover.
 
-        Called on every train and test step, after the outputs of all
-        submodels are computed; the returned scalar is added to the total
-        loss. Write it with `keras.ops` so that it runs on every backend.
-        The default adds nothing.
+        Called on every train and test step after all submodels' outputs are
+        computed; the returned scalar (written with `keras.ops`) is added to
+        the total loss. The default adds nothing.
 
         Args:
             x: The input batch, as given.
@@ -512,145 +255,44 @@ class JointModel(keras.Model):
 
         Returns:
             A scalar tensor, or `None` for no extra term.
-
-        Example:
-
-        ```python
-        class Agreement(jk.JointModel):
-            def compute_joint_loss(self, x, y, y_pred, sample_weight):
-                diff = y_pred["a"] - y_pred["b"]
-                return 0.1 * keras.ops.mean(keras.ops.square(diff))
-        ```
         """
         return None
 
     @property
+    def task_names(self):
+        """Names of the tasks: submodels with a loss, then joint losses."""
+        return list(self._spec.task_names) if self._spec else []
+
+    @property
+    def task_weights(self):
+        """Dict of the current weight of every task (as floats)."""
+        return self._weighting.current_weights() if self._weighting else {}
+
+    @property
     def loss_weights(self):
-        """Dict of the current base weight of each submodel with a loss."""
+        """Dict of the current weight of each submodel with a loss."""
         weights = self.task_weights
         return {name: weights[name] for name in self._submodels if name in weights}
 
     @property
-    def task_names(self):
-        """Names of the tasks: submodels with a loss, then joint losses."""
-        return list(self._weighting.task_names) if self._weighting else []
-
-    @property
-    def task_weights(self):
-        """Dict of the current base weight of every task (as floats)."""
-        if self._weighting is None:
-            return {}
-        values = keras.ops.convert_to_numpy(self._weighting.base_weights)
-        return {name: float(v) for name, v in zip(self.task_names, values)}
-
-    @property
-    def loss_weights_variable(self):
-        """The `keras.Variable` of the base weight of each task, in
-        `task_names` order; assign to it to reweight during training."""
-        if self._weighting is None:
-            raise ValueError(
-                "`loss_weights_variable` exists once `compile()` has given "
-                "the model a loss."
-            )
+    def task_weights_variable(self):
+        """The raw `keras.Variable` of the task weights (`task_names` order).
+        Assignments to it are not checked: use `set_task_weights`."""
         return self._weighting.base_weights
 
-    def get_compile_config(self):
-        if self.compiled and hasattr(self, "_joint_compile_args"):
-            return keras.saving.serialize_keras_object(self._joint_compile_args)
-        return {}
+    def set_task_weights(self, weights):
+        """Sets some tasks' weights (a dict name -> non-negative finite
+        number) from the next step on, without recompiling.
 
-    def compile_from_config(self, config):
-        config = keras.saving.deserialize_keras_object(config)
-        self.compile(**config)
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
+        Raises:
+            ValueError, TypeError: for an unknown task or a bad weight.
+        """
+        self._weighting.assign_task_weights(weights)
 
     def get_config(self):
-        config = super().get_config()
-        submodels, shared = _serialization.serialize_submodels(self._submodels)
-        config["submodels"] = submodels
-        if shared:
-            config["shared_layers"] = shared
-        return config
+        return {**super().get_config(), **_serialization.config(self._submodels)}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        config["submodels"] = _serialization.deserialize_submodels(
-            config["submodels"],
-            config.pop("shared_layers", None),
-            custom_objects=custom_objects,
-        )
-        return cls(**config)
+        return cls(**_serialization.from_config(config, custom_objects))
 
-
-def _standardize_submodels(submodels):
-    """Validates `submodels` and returns a dict name -> model."""
-    if isinstance(submodels, (list, tuple)):
-        for i, model in enumerate(submodels):
-            _check_is_model(model, f"submodels[{i}]")
-        named = {}
-        for model in submodels:
-            if model.name in named:
-                raise ValueError(
-                    "Models given as a list are named by their `.name`, "
-                    f"and two have the name {model.name!r}. Give them "
-                    "distinct names, or pass a dict "
-                    "`{name: model}`."
-                )
-            named[model.name] = model
-    elif isinstance(submodels, dict):
-        named = dict(submodels)
-    else:
-        raise TypeError(
-            "`submodels` must be a dict `{name: keras.Model}` or a list of "
-            f"`keras.Model`. Received: submodels={submodels!r} of type "
-            f"{type(submodels).__name__}"
-        )
-    if not named:
-        raise ValueError(
-            "`submodels` must contain at least one model. "
-            f"Received: submodels={submodels!r}"
-        )
-    for name, model in named.items():
-        if not isinstance(name, str) or not name:
-            raise TypeError(
-                "Submodel names must be non-empty strings. "
-                f"Received the name {name!r} of type {type(name).__name__}"
-            )
-        if name == _RESERVED_PREFIX or name.startswith(_RESERVED_PREFIX + "_"):
-            raise ValueError(
-                f"The submodel name {name!r} would collide with validation "
-                "logs (`val_...`). Choose another name."
-            )
-        _check_is_model(model, f"submodels[{name!r}]")
-    return named
-
-
-def _accumulates_gradients(optimizer):
-    """Whether `optimizer` (or one it wraps) accumulates gradients."""
-    inner = list(getattr(optimizer, "optimizers", []))
-    if hasattr(optimizer, "inner_optimizer"):
-        inner.append(optimizer.inner_optimizer)
-    return bool(optimizer.gradient_accumulation_steps) or any(
-        _accumulates_gradients(o) for o in inner if o is not optimizer
-    )
-
-
-def _check_is_model(model, where):
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"`{where}` must be a `keras.Model`. Received: {model!r} of "
-            f"type {type(model).__name__}"
-        )
-
-
-# Lets the step tell an override of `compute_joint_loss` from the default.
-JointModel.compute_joint_loss.is_default = True
-
-
-class _WeightingEpochEnd(keras.callbacks.Callback):
-    """Lets an epoch-based strategy (such as `DWA`) roll its statistics."""
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.model._weighting.on_epoch_end()

@@ -17,9 +17,9 @@ def _log_probs(outputs, temperature, from_logits):
 
 
 def _kl(target_log_probs, log_probs):
-    """Mean over the batch of KL(target || predicted), from log-probs."""
+    """KL(target || predicted) per sample, from log-probs."""
     target = ops.exp(target_log_probs)
-    return ops.mean(ops.sum(target * (target_log_probs - log_probs), axis=-1))
+    return ops.sum(target * (target_log_probs - log_probs), axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="joint_keras")
@@ -69,7 +69,10 @@ class MutualKL(JointLoss):
             for j in self.models
             if i != j
         ]
-        return self.temperature**2 * ops.mean(ops.stack(terms))
+        return self.temperature**2 * ops.mean(ops.stack(terms), axis=0)
+
+    def submodel_names(self):
+        return {**super().submodel_names(), "models": self.models}
 
     def get_config(self):
         return {
@@ -148,6 +151,13 @@ class Distillation(JointLoss):
         log_p = _log_probs(student, self.temperature, self.from_logits)
         return self.temperature**2 * _kl(ops.stop_gradient(target), log_p)
 
+    def submodel_names(self):
+        return {
+            **super().submodel_names(),
+            "teacher": [self.teacher],
+            "student": [self.student],
+        }
+
     def get_config(self):
         return {
             "teacher": self.teacher,
@@ -214,11 +224,14 @@ class Consistency(JointLoss):
     def compute(self, y_true, y_pred):
         outputs = [_output(y_pred, m, "Consistency") for m in self.models]
         terms = [
-            ops.mean(self._loss_fn(outputs[i], outputs[j]))
+            self._loss_fn(outputs[i], outputs[j])
             for i in range(len(outputs))
             for j in range(i + 1, len(outputs))
         ]
-        return ops.mean(ops.stack(terms))
+        return ops.mean(ops.stack(terms), axis=0)
+
+    def submodel_names(self):
+        return {**super().submodel_names(), "models": self.models}
 
     def get_config(self):
         loss = self.loss
@@ -305,7 +318,14 @@ class InfoNCE(JointLoss):
         if self.normalize:
             q, c = _l2_normalize(q), _l2_normalize(c)
         logits = ops.matmul(q, ops.transpose(c)) / self.temperature
-        return -ops.mean(ops.diagonal(ops.log_softmax(logits, axis=-1)))
+        return -ops.diagonal(ops.log_softmax(logits, axis=-1))
+
+    def submodel_names(self):
+        return {
+            **super().submodel_names(),
+            "query": [self.query],
+            "candidate": [self.candidate],
+        }
 
     def get_config(self):
         return {

@@ -3,7 +3,8 @@
 import keras
 from keras import ops
 
-from joint_keras import _compile_utils
+from joint_keras import _gates
+from joint_keras._checks import check_keys
 
 
 @keras.saving.register_keras_serializable(package="joint_keras")
@@ -42,35 +43,29 @@ class SubmodelOptimizer(keras.optimizers.MultiOptimizer):
     def __init__(
         self, optimizers, update_every=None, name="submodel_optimizer", **kwargs
     ):
-        super().__init__(self._optimizer_for, name=name, **kwargs)
-        self.submodel_optimizers = _standardize_optimizers(optimizers)
-        self.update_every = _standardize_update_every(
-            update_every, list(self.submodel_optimizers)
-        )
+        optimizers = _standardize_optimizers(optimizers)
+        owners = _OwnerMap(optimizers)
+        super().__init__(owners, name=name, **kwargs)
+        self.submodel_optimizers = optimizers
+        self.owners = owners
+        self.update_every = _standardize_update_every(update_every, list(optimizers))
         self._check_schedules_have_own_optimizer()
         # The first submodel of each optimizer: whose schedule gates it.
-        self._name_by_optimizer = {}
-        for name, optimizer in self.submodel_optimizers.items():
-            self._name_by_optimizer.setdefault(id(optimizer), name)
-        # Listed before building, so callbacks see them from the first epoch.
-        for optimizer in self.submodel_optimizers.values():
-            if optimizer not in self._inner_optimizers:
-                optimizer.loss_scale_factor = self.loss_scale_factor
-                self._inner_optimizers.append(optimizer)
-        self.owner_of = None
+        self.schedule_owner = {}
+        for submodel, optimizer in self.submodel_optimizers.items():
+            self.schedule_owner.setdefault(id(optimizer), submodel)
+        self.built_variables = None
 
-    def set_owner_function(self, owner_of):
-        """Sets `owner_of(variable) -> submodel name`, used when building."""
-        self.owner_of = owner_of
+    def assign_owners(self, owner_of):
+        """Sets `owner_of(variable) -> submodel name` (called by
+        `JointModel.compile()`), which decides each variable's optimizer."""
+        self.owners.owner_of = owner_of
 
-    def _optimizer_for(self, variable):
-        if self.owner_of is None:
-            raise ValueError(
-                "`SubmodelOptimizer` assigns variables to submodels through "
-                "`JointModel.compile(optimizer={name: optimizer})`; it cannot "
-                "be used on its own."
-            )
-        return self.submodel_optimizers[self.owner_of(variable)]
+    def build(self, var_list):
+        if self.built:
+            return
+        self.built_variables = list(var_list)
+        super().build(var_list)
 
     def _check_schedules_have_own_optimizer(self):
         if self.update_every is None or callable(self.update_every):
@@ -93,31 +88,32 @@ class SubmodelOptimizer(keras.optimizers.MultiOptimizer):
 
     def apply(self, grads, trainable_variables=None):
         if trainable_variables is None:
-            trainable_variables = self._trainable_variables
+            trainable_variables = self.built_variables
         trainable_variables = list(trainable_variables)
         if not self.built:
             self.build(trainable_variables)
-            self.built = True
-        flags = self._update_flags(ops.convert_to_tensor(self.iterations))
+        flags = self.update_flags(ops.convert_to_tensor(self.iterations))
         grouped = {}
         for grad, variable in zip(grads, trainable_variables):
-            if grad is None:
-                continue
-            index = self._var_to_optimizer_idx[self._var_key(variable)]
-            grouped.setdefault(index, ([], []))
-            grouped[index][0].append(grad)
-            grouped[index][1].append(variable)
-        for index, (sub_grads, sub_vars) in grouped.items():
-            optimizer = self._inner_optimizers[index]
-            due = flags.get(self._name_by_optimizer.get(id(optimizer)))
+            if grad is not None:
+                optimizer = self.owners(variable)
+                grouped.setdefault(id(optimizer), (optimizer, [], []))
+                grouped[id(optimizer)][1].append(grad)
+                grouped[id(optimizer)][2].append(variable)
+        for optimizer, sub_grads, sub_vars in grouped.values():
+            due = flags.get(self.schedule_owner.get(id(optimizer)))
             if due is None:
                 optimizer.apply(sub_grads, sub_vars)
             else:
-                _apply_if(due, optimizer, sub_grads, sub_vars)
-        self._iterations.assign_add(1)
+                _gates.keep_unless(
+                    due,
+                    sub_vars + list(optimizer.variables),
+                    lambda o=optimizer, g=sub_grads, v=sub_vars: o.apply(g, v),
+                )
+        self.iterations.assign_add(1)
 
-    def _update_flags(self, step):
-        """Dict name -> boolean tensor for submodels with a schedule."""
+    def update_flags(self, step):
+        """Dict name -> boolean tensor for the submodels with a schedule."""
         schedule = self.update_every
         if schedule is None:
             return {}
@@ -129,14 +125,12 @@ class SubmodelOptimizer(keras.optimizers.MultiOptimizer):
                     "submodel names to booleans. Received: "
                     f"{flags!r} of type {type(flags).__name__}"
                 )
-            _compile_utils.check_keys(
-                flags, list(self.submodel_optimizers), "update_every(step)"
-            )
-            return {name: ops.cast(flag, "bool") for name, flag in flags.items()}
+            check_keys(flags, list(self.submodel_optimizers), "update_every(step)")
+            return {name: _as_flag(flag, name) for name, flag in flags.items()}
         flags = {}
         for name, rule in schedule.items():
             if callable(rule):
-                flags[name] = ops.cast(rule(step), "bool")
+                flags[name] = _as_flag(rule(step), name)
             elif rule != 1:
                 flags[name] = ops.equal(ops.mod(step, rule), 0)
         return flags
@@ -166,17 +160,43 @@ class SubmodelOptimizer(keras.optimizers.MultiOptimizer):
         return cls(**config)
 
 
-def _apply_if(due, optimizer, grads, variables):
-    """Applies `optimizer` only where `due`; else leaves all its state.
+class _OwnerMap:
+    """The optimizer of each variable: its owner submodel's (as decided by
+    `owner_of`); variables of no submodel go to the first optimizer."""
 
-    Written as a select rather than a branch so that it traces the same way
-    under `tf.function`, `jax.jit` and eager PyTorch.
-    """
-    state = list(variables) + list(optimizer.variables)
-    before = [ops.copy(v.value) for v in state]
-    optimizer.apply(grads, variables)
-    for variable, old in zip(state, before):
-        variable.assign(ops.where(due, variable.value, old))
+    def __init__(self, optimizers):
+        self.optimizers = optimizers
+        self.owner_of = None
+
+    def values(self):
+        unique = []
+        for optimizer in self.optimizers.values():
+            if all(optimizer is not o for o in unique):
+                unique.append(optimizer)
+        return unique
+
+    def __call__(self, variable):
+        if self.owner_of is None:
+            raise ValueError(
+                "`SubmodelOptimizer` assigns variables to submodels through "
+                "`JointModel.compile(optimizer={name: optimizer})`; it cannot "
+                "be used on its own."
+            )
+        owner = self.owner_of(variable)
+        if owner is None:
+            return next(iter(self.optimizers.values()))
+        return self.optimizers[owner]
+
+
+def _as_flag(flag, name):
+    flag = ops.convert_to_tensor(flag)
+    if keras.backend.standardize_dtype(flag.dtype) != "bool":
+        raise TypeError(
+            f"`update_every` must give a boolean for submodel {name!r} (write "
+            "the schedule with `keras.ops`, e.g. `ops.equal(ops.mod(step, 2), "
+            f"0)`). Received a value of dtype {flag.dtype}."
+        )
+    return flag
 
 
 def _standardize_optimizers(optimizers):
@@ -216,7 +236,7 @@ def _standardize_update_every(update_every, names):
             "positive int or a callable `fn(step) -> bool`, or a callable "
             f"`fn(step) -> dict`. Received: update_every={update_every!r}"
         )
-    _compile_utils.check_keys(update_every, names, "update_every")
+    check_keys(update_every, names, "update_every")
     for name, rule in update_every.items():
         if callable(rule):
             continue
@@ -227,3 +247,55 @@ def _standardize_update_every(update_every, names):
                 f"Received: update_every={update_every!r}"
             )
     return dict(update_every)
+
+
+def build_optimizer(optimizer, update_every, model):
+    """The optimizer `JointModel.compile()` gives Keras: `optimizer` itself,
+    or a `SubmodelOptimizer` when it is a dict or `update_every` is given
+    (then a copy of `optimizer` for each submodel unless a dict)."""
+    names = list(model.submodels)
+    if not isinstance(optimizer, dict) and update_every is None:
+        return optimizer
+    index = model._variable_index()
+    if isinstance(optimizer, dict):
+        check_keys(optimizer, names, "optimizer")
+        uncovered = index.uncovered(list(optimizer))
+        if uncovered:
+            raise ValueError(
+                "When `optimizer` is a dict, every trainable variable needs "
+                "a submodel with an optimizer; the submodels "
+                f"{uncovered} have variables no optimizer updates. Add "
+                f"entries for them. Received: optimizer={optimizer!r}"
+            )
+    else:
+        config = keras.saving.serialize_keras_object(keras.optimizers.get(optimizer))
+        optimizer = {
+            name: keras.saving.deserialize_keras_object(config) for name in names
+        }
+    owners = [name for name in names if name in optimizer]
+    result = SubmodelOptimizer(optimizer, update_every=update_every)
+    result.assign_owners(lambda v: model._variable_index().first_user(v, owners))
+    return result
+
+
+def check_accumulation(spec, optimizer, received):
+    """Gradient-level strategies combine each batch's per-task gradients:
+    with gradient accumulation they would combine each micro-batch's."""
+    if spec.kind == "gradient" and _accumulates_gradients(optimizer):
+        raise ValueError(
+            f"`weighting={spec.weighting.name!r}` combines the tasks' "
+            "gradients of each batch, so with `gradient_accumulation_steps` "
+            "it would combine each micro-batch's and not match the large "
+            "batch. Use a larger batch, or a loss-level strategy. "
+            f"Received: optimizer={received!r}"
+        )
+
+
+def _accumulates_gradients(optimizer):
+    """Whether `optimizer` (or one it wraps) accumulates gradients."""
+    inner = list(getattr(optimizer, "optimizers", []))
+    if hasattr(optimizer, "inner_optimizer"):
+        inner.append(optimizer.inner_optimizer)
+    return bool(optimizer.gradient_accumulation_steps) or any(
+        _accumulates_gradients(o) for o in inner if o is not optimizer
+    )

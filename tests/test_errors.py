@@ -144,3 +144,21 @@ def test_shared_layer_with_incompatible_shapes_names_the_submodel():
 def test_fit_before_compile():
     with pytest.raises(ValueError, match="compile"):
         joint_pair().fit(*data(), verbose=0)
+
+
+@pytest.mark.parametrize("method", ["fit", "evaluate"])
+def test_supervised_losses_without_targets_raise_on_every_backend(method):
+    joint = joint_pair()
+    joint.compile(optimizer="sgd", loss="mse")
+    x, _ = data()
+    with pytest.raises(ValueError, match="no submodel with a `loss` has targets"):
+        getattr(joint, method)(x, None, verbose=0)
+
+
+def test_gradient_cosine_logs_are_unambiguous_names():
+    # `grad_cos_{a}_{b}` could not tell (a_b, c) from (a, b_c).
+    from joint_keras._trackers import cosine_pair_name
+
+    assert cosine_pair_name("a_b", "c") != cosine_pair_name("a", "b_c")
+    with pytest.raises(ValueError, match="may not contain '/'"):
+        jk.JointModel({"a/b": make_model("a")})

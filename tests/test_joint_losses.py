@@ -128,3 +128,92 @@ def test_joint_loss_errors():
         joint.compile(joint_losses=[jk.JointLoss(agreement, name="a")])
     with pytest.raises(ValueError, match="'agreement' is taken already"):
         joint.compile(joint_losses=[agreement, agreement])
+
+
+def per_sample_agreement(y_true, y_pred):
+    # One value per sample, as a Keras loss function returns.
+    return ops.mean(ops.square(y_pred["a"] - y_pred["b"]), axis=-1)
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["plain", "sample_weight"])
+def test_per_sample_joint_loss_is_reduced_like_a_keras_loss(weighted):
+    a, b = mlp("a"), mlp("b")
+    x, y = data(n=64)
+    w = np.linspace(0.0, 2.0, 64).astype("float32") if weighted else None
+    variables = reference.unique_variables(a, b)
+
+    def total():
+        pa, pb = a(x), b(x)
+        per_sample = ops.mean(ops.square(pa - pb), axis=-1)
+        weights = 1.0 if w is None else w
+        # "sum_over_batch_size": the weighted sum over the batch size.
+        agreement_term = ops.sum(per_sample * weights) / 64
+        supervised = ops.sum(keras.losses.mean_squared_error(y, pa) * weights) / 64
+        return supervised + 0.3 * agreement_term
+
+    want_loss, want_weights = reference.sgd_step(total, variables, 0.1)
+    joint = jk.JointModel({"a": a, "b": b})
+    joint.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss={"a": "mse"},
+        joint_losses=[jk.JointLoss(per_sample_agreement, weight=0.3, name="agree")],
+    )
+    logs = joint.train_on_batch(x, {"a": y}, sample_weight=w, return_dict=True)
+    np.testing.assert_allclose(logs["loss"], want_loss, rtol=1e-5)
+    for got, want in zip(reference.weights_of(a, b), want_weights):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_a_joint_loss_gets_its_own_entry_of_a_sample_weight_dict():
+    a, b = mlp("a"), mlp("b")
+    x, _ = data(n=16)
+    w = np.arange(16).astype("float32")
+    joint = jk.JointModel({"a": a, "b": b})
+    joint.compile(joint_losses=[jk.JointLoss(per_sample_agreement, name="agree")])
+    logs = joint.test_on_batch(x, None, {"agree": w}, return_dict=True)
+    per_sample = np.mean(
+        (ops.convert_to_numpy(a(x)) - ops.convert_to_numpy(b(x))) ** 2, axis=-1
+    )
+    np.testing.assert_allclose(logs["agree_loss"], np.sum(w * per_sample) / 16,
+                               rtol=1e-5)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["val", "val_a", "a/b"])
+def test_joint_loss_names_that_would_collide_in_the_logs_are_refused(name):
+    joint = jk.JointModel({"a": mlp("a"), "b": mlp("b")})
+    with pytest.raises(ValueError, match="name"):
+        joint.compile(joint_losses=[jk.JointLoss(agreement, name=name)])
+
+
+class WithComputeLoss(jk.JointModel):
+    """A user's `compute_loss` override, as `keras.Model` documents it."""
+
+    def compute_loss(self, x, y, y_pred, sample_weight, training=True):
+        loss = super().compute_loss(x, y, y_pred, sample_weight, training)
+        return loss + 0.5 * ops.mean(ops.square(y_pred["a"]))
+
+
+def test_a_compute_loss_override_is_honoured():
+    a, b = mlp("a"), mlp("b")
+    x, y = data()
+    variables = reference.unique_variables(a, b)
+
+    def total():
+        pa, pb = a(x), b(x)
+        mse = keras.losses.mean_squared_error
+        return (
+            ops.mean(mse(y, pa)) + ops.mean(mse(y, pb)) + 0.5 * ops.mean(pa**2)
+        )
+
+    want_loss, want_weights = reference.sgd_step(total, variables, 0.1)
+    joint = WithComputeLoss({"a": a, "b": b})
+    joint.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    logs = joint.train_on_batch(x, y, return_dict=True)
+    np.testing.assert_allclose(logs["loss"], want_loss, rtol=1e-5)
+    for got, want in zip(reference.weights_of(a, b), want_weights):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+    # The same in a routed step (b has no target: it is left alone).
+    before_b = reference.weights_of(b)
+    joint.train_on_batch(x, {"a": y})
+    for got, want in zip(reference.weights_of(b), before_b):
+        np.testing.assert_array_equal(got, want)

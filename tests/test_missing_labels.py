@@ -103,3 +103,83 @@ def test_missing_label_errors():
     joint = jk.JointModel({"a": mlp("a"), "b": mlp("b")})
     with pytest.raises(ValueError, match="`missing_label` must be None or 'nan'"):
         joint.compile(loss="mse", missing_label="zero")
+
+
+def optimizer_state(optimizer, *models):
+    """The optimizer variables that hold the models' variables' state."""
+    paths = [v.path.replace("/", "_") for m in models for v in m.trainable_variables]
+    return [
+        np.array(ops.convert_to_numpy(v))
+        for v in optimizer.variables
+        if any(v.name.startswith(p + "_") for p in paths)
+    ]
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        lambda: keras.optimizers.SGD(0.1, momentum=0.9),
+        lambda: keras.optimizers.Adam(0.01),
+        lambda: {"a": keras.optimizers.Adam(0.01), "b": keras.optimizers.Adam(0.01)},
+    ],
+    ids=["momentum", "adam", "one_per_submodel"],
+)
+@pytest.mark.parametrize("marking", ["nan", "mask"])
+def test_a_batch_without_labels_leaves_variables_and_optimizer_state(
+    optimizer, marking
+):
+    a, b = mlp("a"), mlp("b")
+    x, ya, yb, _ = data()
+    joint = jk.JointModel({"a": a, "b": b})
+    joint.compile(
+        optimizer=optimizer(),
+        loss="mse",
+        missing_label="nan" if marking == "nan" else None,
+    )
+
+    def targets(labelled):
+        if marking == "nan":
+            return {"a": ya, "b": yb if labelled else np.full_like(yb, np.nan)}
+        mask = np.full(len(yb), labelled)
+        return {"a": ya, "b": {"target": yb, "mask": mask}}
+
+    joint.train_on_batch(x, targets(True))  # momentum / moments now non-zero
+    before = reference.weights_of(b)
+    state_before = optimizer_state(joint.optimizer, b)
+    a_before = reference.weights_of(a)
+    for _ in range(2):
+        joint.train_on_batch(x, targets(False))
+    for got, want in zip(reference.weights_of(b), before):
+        np.testing.assert_array_equal(got, want)
+    for got, want in zip(optimizer_state(joint.optimizer, b), state_before):
+        np.testing.assert_array_equal(got, want)
+    assert state_before, "the optimizer keeps state for b"
+    assert any(
+        not np.allclose(g, w) for g, w in zip(reference.weights_of(a), a_before)
+    )
+
+
+def test_logged_losses_are_means_over_labelled_rows():
+    joint = jk.JointModel({"a": mlp("a"), "b": mlp("b")})
+    joint.compile(optimizer="sgd", loss="mse", missing_label="nan")
+    x, ya, yb, _ = data(n=32)
+    labelled = np.zeros(32, bool)
+    labelled[:4] = True  # batch 1 has 4 labelled rows for b, batch 2 none
+    yb_nan = np.where(labelled[:, None], yb, np.nan).astype("float32")
+    logs = joint.evaluate(
+        x, {"a": ya, "b": yb_nan}, batch_size=16, verbose=0, return_dict=True
+    )
+    pa = ops.convert_to_numpy(joint.submodels["a"](x))
+    pb = ops.convert_to_numpy(joint.submodels["b"](x))
+    want_b = np.mean(np.mean((pb[labelled] - yb[labelled]) ** 2, axis=-1))
+    want_a = np.mean((pa - ya) ** 2)
+    np.testing.assert_allclose(logs["b_loss"], want_b, rtol=1e-5)
+    np.testing.assert_allclose(logs["a_loss"], want_a, rtol=1e-5)
+    np.testing.assert_allclose(logs["loss"], want_a + want_b, rtol=1e-5)
+    history = joint.fit(
+        x, {"a": ya, "b": yb_nan}, batch_size=16, epochs=1, shuffle=False,
+        validation_data=(x, {"a": ya, "b": yb_nan}), verbose=0,
+    )  # fmt: skip
+    pb = ops.convert_to_numpy(joint.submodels["b"](x))
+    want_val = np.mean(np.mean((pb[labelled] - yb[labelled]) ** 2, axis=-1))
+    np.testing.assert_allclose(history.history["val_b_loss"][0], want_val, rtol=1e-5)

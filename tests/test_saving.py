@@ -191,3 +191,88 @@ def test_from_config_keeps_shared_layers_shared():
         "shared"
     )
     assert clone.submodels["m1"] is not joint.submodels["m1"]
+
+
+def distillation_pair(seed):
+    keras.utils.set_random_seed(seed)
+    student = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3, activation="tanh"),
+         keras.layers.Dense(2)], name="student_net")  # fmt: skip
+    teacher = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(5, activation="tanh"),
+         keras.layers.Dense(2)], name="teacher_net")  # fmt: skip
+    return student, teacher
+
+
+@pytest.mark.parametrize("path", ["w.weights.h5", "m.keras"])
+def test_weights_are_matched_by_submodel_name_in_any_order(tmp_path, path):
+    # Same architectures, so a match by position would load without error.
+    student, teacher = distillation_pair(0)
+    saved = jk.JointModel({"student": student, "teacher": teacher})
+    saved.compile(optimizer="sgd", loss="mse")
+    if path.endswith(".keras"):
+        saved.save(tmp_path / path)
+    else:
+        saved.save_weights(tmp_path / path)
+
+    s2, t2 = distillation_pair(1)
+    other_order = jk.JointModel({"teacher": t2, "student": s2})
+    other_order.compile(optimizer="sgd", loss="mse")
+    other_order.load_weights(tmp_path / path)
+    for got, want in zip(numpy_list(t2.weights), numpy_list(teacher.weights)):
+        np.testing.assert_array_equal(got, want)
+    for got, want in zip(numpy_list(s2.weights), numpy_list(student.weights)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_weights_of_other_submodel_names_are_refused_untouched(tmp_path):
+    student, teacher = distillation_pair(0)
+    saved = jk.JointModel({"student": student, "teacher": teacher})
+    saved.save_weights(tmp_path / "w.weights.h5")
+
+    s2, t2 = distillation_pair(1)
+    renamed = jk.JointModel({"pupil": s2, "teacher": t2})
+    before = numpy_list(renamed.weights)
+    with pytest.raises(ValueError, match=r"\['student', 'teacher'\].*\['pupil'"):
+        renamed.load_weights(tmp_path / "w.weights.h5")
+    assert_same_values(before, numpy_list(renamed.weights))
+
+    s3, t3 = distillation_pair(2)
+    extra = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)], name="x")
+    three = jk.JointModel({"student": s3, "teacher": t3, "extra": extra})
+    three.save_weights(tmp_path / "three.weights.h5")
+    two = jk.JointModel(dict(zip(["student", "teacher"], distillation_pair(3))))
+    with pytest.raises(ValueError, match="other submodels"):
+        two.load_weights(tmp_path / "three.weights.h5")
+
+
+def test_checkpoint_callbacks_restore_by_name(tmp_path):
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    y = np.zeros((32, 2), "float32")
+    student, teacher = distillation_pair(0)
+    first = jk.JointModel({"student": student, "teacher": teacher})
+    first.compile(optimizer="sgd", loss="mse")
+    path = tmp_path / "best.weights.h5"
+    first.fit(x, y, epochs=1, verbose=0, callbacks=[
+        keras.callbacks.ModelCheckpoint(path, save_weights_only=True)])  # fmt: skip
+    s2, t2 = distillation_pair(1)
+    second = jk.JointModel({"teacher": t2, "student": s2})
+    second.compile(optimizer="sgd", loss="mse")
+    second.load_weights(path)
+    assert_same_values(numpy_list(s2.weights), numpy_list(student.weights))
+    assert_same_values(numpy_list(t2.weights), numpy_list(teacher.weights))
+
+
+def test_an_unregistered_function_warns_at_save_and_says_why_at_load(tmp_path):
+    def d_loss(y_true, y_pred):  # local: Keras cannot find it when loading
+        return ops.mean(y_pred["m1"])
+
+    joint = compiled_joint()
+    joint.compile(optimizer="sgd", loss="mse", joint_losses=[jk.JointLoss(d_loss)])
+    with pytest.warns(UserWarning, match="Could not locate function 'd_loss'"):
+        joint.save(tmp_path / "j.keras")
+    with pytest.raises(Exception) as raised:
+        keras.models.load_model(tmp_path / "j.keras")
+    first_line = str(raised.value).splitlines()[0]
+    assert "Could not locate function 'd_loss'" in first_line
+    assert "register_keras_serializable" in first_line

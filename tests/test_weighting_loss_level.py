@@ -27,7 +27,7 @@ def test_assigning_the_weights_variable_reweights_the_next_step():
     joint = jk.JointModel({"a": a, "b": b})
     joint.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
     assert joint.task_names == ["a", "b"]
-    joint.loss_weights_variable.assign([0.25, 3.0])
+    joint.task_weights_variable.assign([0.25, 3.0])
     assert joint.loss_weights == pytest.approx({"a": 0.25, "b": 3.0})
     want_loss, want = reference.sgd_step(
         lambda: 0.25 * mse(y, a(x)) + 3.0 * mse(y, b(x)),
@@ -123,6 +123,40 @@ def test_uncertainty_adam_step_matches_by_hand():
     ]
     np.testing.assert_allclose(
         ops.convert_to_numpy(velocity[0]), 0.001 * grads[-1] ** 2, rtol=1e-5
+    )
+
+
+def test_set_task_weights_checks_weights_as_compile_does():
+    joint = jk.JointModel({"a": mlp("a"), "b": mlp("b")})
+    joint.compile(optimizer="sgd", loss="mse")
+    joint.set_task_weights({"b": np.float32(0.5)})
+    assert joint.task_weights == {"a": 1.0, "b": 0.5}
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="non-negative and finite.*'b'"):
+            joint.set_task_weights({"b": bad})
+    with pytest.raises(TypeError, match="must be numbers"):
+        joint.set_task_weights({"b": "1"})
+    with pytest.raises(ValueError, match=r"unknown tasks \['c'\]"):
+        joint.set_task_weights({"c": 1.0})
+    assert joint.task_weights == {"a": 1.0, "b": 0.5}
+    scheduler = jk.callbacks.LossWeightScheduler(lambda epoch, w: {"a": -1.0})
+    with pytest.raises(ValueError, match="non-negative and finite.*'a'"):
+        joint.fit(*data(), epochs=1, callbacks=[scheduler], verbose=0)
+
+
+def test_compiling_twice_with_one_strategy_keeps_one_set_of_variables(tmp_path):
+    strategy = jk.weighting.Uncertainty()
+    joint = jk.JointModel({"a": mlp("a"), "b": mlp("b")})
+    joint.compile(optimizer="adam", loss="mse", weighting=strategy)
+    count = len(joint.variables)
+    joint.compile(optimizer="adam", loss="mse", weighting=strategy)
+    assert len(joint.variables) == count
+    joint.fit(*data(), epochs=1, verbose=0)
+    joint.save(tmp_path / "j.keras")
+    loaded = keras.models.load_model(tmp_path / "j.keras")
+    np.testing.assert_array_equal(
+        ops.convert_to_numpy(loaded.weighting.log_variances),
+        ops.convert_to_numpy(strategy.log_variances),
     )
 
 

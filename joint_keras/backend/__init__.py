@@ -1,65 +1,33 @@
-"""Home of the backend-specific step code of `joint_keras`.
+"""The backend-specific part of a joint model's step, one module per backend.
 
-`JointModel` does not write its own train/test/predict steps: it plugs its
-per-submodel losses and metrics into Keras's `compute_loss` and
-`compute_metrics`, and the steps are Keras's own, one per backend
-(`keras/src/backend/{tensorflow,jax,torch}/trainer.py`). That keeps the
-whole step compiled (`tf.function`, `jax.jit`, or `torch.compile` when
-`jit_compile=True`) and honours `steps_per_execution`, `run_eagerly`,
-distribution and mixed precision exactly as Keras does.
+The step itself (`joint_keras/_step.py`) is written once, in `keras.ops`;
+what needs a backend's own autodiff or training loop is here. The backend is
+chosen once, at import, as Keras chooses it. Every module has the same
+functions:
 
-What cannot be written in `keras.ops` goes here, one module per backend
-(`tensorflow.py`, `jax.py`, `torch.py`), each holding only the part the math
-requires: for example one gradient per loss term for gradient-combining
-strategies. Everything else stays backend-neutral.
+- `run_step(model, step, args)`: runs `step(data)` the way the backend's
+  Keras trainer calls a step (JAX: statelessly, returning the new state).
+- `vjp(fn, variables, probes=(), state=())`: runs the forward pass
+  `fn(probes) -> (outputs, aux)` once and returns `(outputs, aux,
+  linearization)`, whose `pullback(cotangents, indices)` and
+  `jacobian(key, indices)` give gradients from that one pass.
+- `apply(optimizer, grads, variables)`: the optimizer update.
+- `cross_replica_sum(x)`: the sum over the replicas of a `tf.distribute`
+  step (the identity elsewhere).
+- `keep_state_on_error(model)`: a context manager that keeps the model's
+  variables when a step raises (JAX; a no-op elsewhere).
 """
 
+import importlib
 
-def _module():
-    import importlib
+import keras
 
-    import keras
+_module = importlib.import_module(f"joint_keras.backend.{keras.backend.backend()}")
 
-    return importlib.import_module(f"joint_keras.backend.{keras.backend.backend()}")
+run_step = _module.run_step
+vjp = _module.vjp
+apply = _module.apply
+cross_replica_sum = _module.cross_replica_sum
+keep_state_on_error = _module.keep_state_on_error
 
-
-def train_step(model, *args):
-    """Runs the backend's routed train step (one gradient per loss group)."""
-    return _module().train_step(model, *args)
-
-
-def gradient_step(model, *args):
-    """Runs the backend's gradient-level step (one gradient per task)."""
-    return _module().gradient_step(model, *args)
-
-
-def cross_replica_sum(x):
-    """Sum of `x` over the replicas of a `tf.distribute` step.
-
-    Keras computes each replica's loss on its part of the global batch,
-    scaled by `1 / num_replicas`; what a weighting strategy reads (task
-    losses, per-task gradients) must be summed across replicas first. JAX
-    distribution computes on the global batch already, and PyTorch steps
-    run on one device: there `x` is returned as is.
-    """
-    import keras
-
-    if keras.backend.backend() != "tensorflow":
-        return x
-    return _module().cross_replica_sum(x)
-
-
-def first_replica_batch(iterator):
-    """TensorFlow: one batch of a distributed epoch iterator, for a
-    symbolic build (see `JointModel._maybe_symbolic_build`)."""
-    return _module().first_replica_batch(iterator)
-
-
-def step_logs(outputs):
-    """What a train or test step returns, adjusted for the backend's
-    training loop (TensorFlow multi-worker: see `tensorflow.step_logs`)."""
-    import keras
-
-    if keras.backend.backend() != "tensorflow":
-        return outputs
-    return _module().step_logs(outputs)
+__all__ = ["apply", "cross_replica_sum", "keep_state_on_error", "run_step", "vjp"]

@@ -1,162 +1,147 @@
-"""JAX: gradients per loss group or per task from one forward pass: one
-linearization (`jax.vjp`), then one VJP per group, or all tasks' VJPs at
-once under `jax.vmap`."""
+"""JAX: gradients from one linearization of the forward pass (`jax.vjp`).
+
+A JAX step is stateless: `run_step` runs the backend-neutral step inside a
+`keras.StatelessScope` holding the step's state, so that the step reads and
+assigns variables as on the other backends, and returns the new state.
+"""
+
+import contextlib
 
 import jax
 import jax.numpy as jnp
 import keras
 
-from joint_keras import _routing
-from joint_keras import _task_gradients
 
-
-def train_step(model, state, data):
-    trainable, non_trainable, optimizer_vars, metrics_vars = state
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    keys = []
-
-    def group_losses(trainable_values):
-        _, aux = _forward(model, trainable_values, state, x, y, sample_weight)
-        # Filled by `compute_loss` during this same trace.
-        groups = model._trace.loss_groups
-        keys[:] = list(groups)
-        mapping = list(zip(model.optimizer.variables, optimizer_vars))
-        with keras.StatelessScope(state_mapping=mapping):
-            scaled = [model.optimizer.scale_loss(v) for v in groups.values()]
-        return jnp.stack(scaled), aux
-
-    losses, vjp_fn, aux = jax.vjp(group_losses, trainable, has_aux=True)
-    unscaled_loss, y_pred, non_trainable, metrics_vars = aux
-    indices = _routing.group_indices(model, keys)
-    basis = jnp.eye(len(keys), dtype=losses.dtype)
-    per_group = []
-    for k, idx in enumerate(indices):
-        (grads,) = vjp_fn(basis[k])
-        per_group.append([grads[i] for i in idx])
-    grads = _routing.combine(per_group, indices, len(trainable))
-    trainable, optimizer_vars = _stateless_apply(
-        model, grads, trainable, optimizer_vars
+def run_step(model, step, args):
+    """Runs `step(data)` as Keras's JAX trainer runs a step: `args` is
+    `(state, data)`; returns `(logs, new_state)`."""
+    state, data = args
+    groups = [model.trainable_variables, model.non_trainable_variables]
+    if len(state) == 4:
+        groups.append(model.optimizer.variables)
+    groups.append(model.metrics_variables)
+    mapping = [
+        (v, value)
+        for variables, values in zip(groups, state)
+        for v, value in zip(variables, values)
+    ]
+    with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
+        logs = step(data)
+    known = {id(v) for v, _ in mapping}
+    if any(key not in known for key in scope.state_mapping):
+        raise ValueError(
+            "A variable that the joint model does not track was updated "
+            "during the step (for example the state of a "
+            "`keras.random.SeedGenerator` created outside any layer); on "
+            "JAX its update would be lost. Create it inside a layer or "
+            "submodel, so that it is part of the model's state."
+        )
+    new_state = tuple(
+        [scope.get_current_value(v) for v in variables] for variables in groups
     )
-    logs, metrics_vars = model._update_metrics_variables(
-        metrics_vars, unscaled_loss, x, y, y_pred, sample_weight
+    return logs, new_state
+
+
+@contextlib.contextmanager
+def keep_state_on_error(model):
+    """Keras's JAX trainer detaches variables' values while it trains or
+    predicts (to save memory) and reattaches them at the end; an error
+    raised in a step (a bad input found while tracing) would leave them
+    detached, and the model's weights lost. Reattach them then."""
+    optimizer = getattr(model, "optimizer", None)
+    optimizer_variables = list(optimizer.variables) if optimizer else []
+    variables = model.variables + optimizer_variables + model.metrics_variables
+    values = [v.value for v in variables]
+    try:
+        yield
+    except Exception:
+        for v, value in zip(variables, values):
+            if not value.is_deleted():
+                v.assign(value)
+        raise
+
+
+def vjp(fn, variables, probes=(), state=()):
+    """Linearizes `fn(probes)` at the current values of `variables`.
+
+    Args:
+        fn: Callable `fn(probes) -> (outputs, aux)`, `outputs` a dict of
+            tensors to differentiate. It may read and assign any variable
+            in `state`; its assignments are kept.
+        variables: List of the `keras.Variable`s to differentiate for.
+        probes: List of zero tensors `fn` adds to intermediate values, to
+            differentiate for those values.
+        state: Every variable of the step (all of the model's, the
+            optimizer's and the metrics').
+
+    Returns:
+        `(outputs, aux, Linearization)`.
+    """
+    ids = {id(v) for v in variables}
+    others = [v for v in state if id(v) not in ids]
+    current = [(v, v.value) for v in others]
+
+    def pure(values, probe_values):
+        mapping = current + list(zip(variables, values))
+        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
+            outputs, aux = fn(probe_values)
+        return outputs, (aux, [scope.get_current_value(v) for v in others])
+
+    outputs, vjp_fn, (aux, updates) = jax.vjp(
+        pure, [v.value for v in variables], list(probes), has_aux=True
     )
-    return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
+    for v, value in zip(others, updates):
+        v.assign(value)
+    return outputs, aux, Linearization(vjp_fn, outputs)
 
 
-def _forward(model, trainable_values, state, x, y, sample_weight):
-    """Keras's stateless forward pass and loss, at `trainable_values`."""
-    _, non_trainable, optimizer_vars, metrics_vars = state
-    return model.compute_loss_and_updates(
-        trainable_values,
-        non_trainable,
-        metrics_vars,
-        x,
-        y,
-        sample_weight,
-        training=True,
-        optimizer_variables=optimizer_vars,
-    )
+class Linearization:
+    """Gradients of a forward pass's outputs, as many as needed."""
+
+    def __init__(self, vjp_fn, outputs):
+        self.vjp_fn, self.outputs = vjp_fn, outputs
+
+    def _full(self, cotangents):
+        return {
+            k: jnp.broadcast_to(jnp.asarray(cotangents.get(k, 0.0), o.dtype), o.shape)
+            for k, o in self.outputs.items()
+        }
+
+    def pullback(self, cotangents, indices):
+        """Gradients of `sum_k cotangents[k] . outputs[k]` for
+        `variables[indices]` and every probe."""
+        grads, probe_grads = self.vjp_fn(self._full(cotangents))
+        return [grads[i] for i in indices], list(probe_grads)
+
+    def jacobian(self, key, indices):
+        """Per-row gradients `(rows, *shape)` of the vector `outputs[key]`
+        for `variables[indices]` and every probe: all rows' VJPs at once
+        under `jax.vmap`."""
+        output = self.outputs[key]
+        grads, probe_grads = jax.vmap(
+            lambda row: self.vjp_fn(self._full({key: row}))
+        )(jnp.eye(output.shape[0], dtype=output.dtype))
+        return [grads[i] for i in indices], list(probe_grads)
 
 
-def _stateless_apply(model, grads, trainable, optimizer_vars):
-    """`optimizer.stateless_apply` on the variables that have a gradient."""
-    optimizer, variables = model.optimizer, model.trainable_variables
+def apply(optimizer, grads, variables):
+    """Applies `grads` (aligned with `variables`, `None` for none)."""
     if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         # Its stateful `apply` assigns inside `ops.cond` branches, which
         # `jax.jit` cannot trace: use its stateless form, as Keras does.
-        return optimizer.stateless_apply(optimizer_vars, grads, trainable)
-    mapping = list(zip(variables, trainable))
-    mapping += list(zip(optimizer.variables, optimizer_vars))
-    with keras.StatelessScope(state_mapping=mapping) as scope:
-        optimizer.apply(*_routing.with_gradients(grads, variables))
-    return (
-        [scope.get_current_value(v) for v in variables],
-        [scope.get_current_value(v) for v in optimizer.variables],
-    )
-
-
-def gradient_step(model, state, data):
-    trainable, non_trainable, optimizer_vars, metrics_vars = state
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    optimizer = model.optimizer
-    layer = _task_gradients.representation_layer(model)
-
-    def losses_and_representation(trainable_values, probes):
-        # A zero probe added to each copy of the representation: its
-        # gradient is the gradient with respect to the representation.
-        add_probe = None if not probes else (lambda i, out: out + probes[i])
-        with _task_gradients.capture_outputs(layer, add_probe) as copies:
-            loss, aux = _forward(model, trainable_values, state, x, y, sample_weight)
-        # Filled by `compute_loss` during this same trace.
-        losses = model._compile_loss.task_losses
-        mapping = list(zip(optimizer.variables, optimizer_vars))
-        with keras.StatelessScope(state_mapping=mapping):
-            scaled = optimizer.scale_loss(losses)
-            loss_scale = optimizer.scale_loss(jnp.ones((), losses.dtype))
-        first = copies[0] if copies else jnp.zeros(())
-        raw = model._compile_loss.task_raw_losses
-        return (jnp.concatenate([scaled, loss[None]]), first), (aux, raw, loss_scale)
-
-    probes = []
-    if layer is not None:
-        probes = [
-            jnp.zeros(copy.shape, copy.dtype)
-            for copy in jax.eval_shape(
-                lambda t: _representation_copies(
-                    model, layer, t, state, x, y, sample_weight
-                ),
-                trainable,
-            )
-        ]
-    (outputs, first), vjp_fn, (aux, raw_losses, loss_scale) = jax.vjp(
-        losses_and_representation, trainable, probes, has_aux=True
-    )
-    unscaled_loss, y_pred, non_trainable, metrics_vars = aux
-    num_tasks = outputs.shape[0] - 1
-    no_cotangent = jnp.zeros_like(first)
-    # One vectorized backward pass for all tasks' gradients.
-    rows = jnp.eye(num_tasks, num_tasks + 1, dtype=outputs.dtype)
-    per_variable, per_probe = jax.vmap(lambda row: vjp_fn((row, no_cotangent)))(rows)
-    if layer is None:
-        shared = _task_gradients.shared_variable_indices(model)
-        jacobians = [per_variable[i] for i in shared]
-    else:
-        # Each copy's output is the same representation: sum per task.
-        jacobians = [sum(per_probe[1:], per_probe[0])]
-
-    # The strategy may update its state and the cosine trackers.
-    mapping = list(zip(model.non_trainable_variables, non_trainable))
-    mapping += list(zip(model.metrics_variables, metrics_vars))
-    with keras.StatelessScope(state_mapping=mapping) as scope:
-        a, b = _task_gradients.coefficients(
-            model, jacobians, raw_losses, loss_scale=loss_scale
+        new_variables, new_state = optimizer.stateless_apply(
+            [v.value for v in optimizer.variables],
+            grads,
+            [v.value for v in variables],
         )
-    non_trainable = [scope.get_current_value(v) for v in model.non_trainable_variables]
-    metrics_vars = [scope.get_current_value(v) for v in model.metrics_variables]
-
-    # Gradient of `total + (b - 1) @ L`, plus `(a - b) @ J` on the shared
-    # variables, or pushed back through the trunk from its output.
-    cotangent = jnp.concatenate(
-        [b.astype(outputs.dtype) - 1.0, jnp.ones((1,), outputs.dtype)]
-    )
-    if layer is None:
-        grads, _ = vjp_fn((cotangent, no_cotangent))
-        grads = _task_gradients.add_mixed(list(grads), jacobians, shared, a, b)
-    else:
-        correction = _task_gradients.mix(a - b, jacobians[0])
-        grads, _ = vjp_fn((cotangent, correction.astype(first.dtype)))
-        grads = list(grads)
-    trainable, optimizer_vars = _stateless_apply(
-        model, grads, trainable, optimizer_vars
-    )
-    logs, metrics_vars = model._update_metrics_variables(
-        metrics_vars, unscaled_loss, x, y, y_pred, sample_weight
-    )
-    return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
+        for v, value in zip(variables, new_variables):
+            v.assign(value)
+        for v, value in zip(optimizer.variables, new_state):
+            v.assign(value)
+        return
+    pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+    optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
 
 
-def _representation_copies(model, layer, trainable, state, x, y, sample_weight):
-    """The outputs of every call of `layer` in one forward pass."""
-    with _task_gradients.capture_outputs(layer) as copies:
-        _forward(model, trainable, state, x, y, sample_weight)
-    return copies
+def cross_replica_sum(x):
+    return x

@@ -1,101 +1,81 @@
-"""PyTorch: one gradient per loss group, from one forward pass."""
+"""PyTorch: gradients from one forward pass, its graph retained."""
 
-import keras
+import contextlib
+
 import torch
-from keras import tree
-
-from joint_keras import _routing
-from joint_keras import _task_gradients
 
 
-def train_step(model, data):
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    y_pred = model(x, training=True)
-    model.zero_grad()
-    groups = model._compute_loss_groups(x, y, y_pred, sample_weight, training=True)
-    losses = list(groups.values())
-    total = sum(losses[1:], losses[0])
-    model._loss_tracker.update_state(total, sample_weight=tree.flatten(x)[0].shape[0])
-    variables = model.trainable_variables
-    indices = _routing.group_indices(model, groups)
-    per_group = []
-    for k, (loss, idx) in enumerate(zip(losses, indices)):
-        per_group.append(
-            torch.autograd.grad(
-                model.optimizer.scale_loss(loss),
-                [variables[i].value for i in idx],
-                retain_graph=k < len(losses) - 1,
-                allow_unused=True,
-            )
-        )
-    grads = _routing.combine(per_group, indices, len(variables))
-    with torch.no_grad():
-        model.optimizer.apply(*_routing.with_gradients(grads, variables))
-    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+def run_step(model, step, args):
+    """Runs `step(data)` as Keras's PyTorch trainer runs a step."""
+    (data,) = args
+    return step(data)
 
 
-def gradient_step(model, data):
-    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-    optimizer = model.optimizer
-    layer = _task_gradients.representation_layer(model)
-    with _task_gradients.capture_outputs(layer) as copies:
-        y_pred = model(x, training=True)
-    model.zero_grad()
-    groups = model._compute_loss_groups(x, y, y_pred, sample_weight, training=True)
-    total = groups[None]
-    model._loss_tracker.update_state(total, sample_weight=tree.flatten(x)[0].shape[0])
-    losses = model._compile_loss.task_losses
-    variables = model.trainable_variables
-    if layer is None:
-        shared = _task_gradients.shared_variable_indices(model)
-        sources = [variables[i].value for i in shared]
-    else:
-        sources = copies
-    jacobians = _jacobian(optimizer.scale_loss(losses), sources)
-    if layer is not None:
-        # Each copy's output is the same representation: sum per task.
-        jacobians = [sum(jacobians[1:], jacobians[0])]
-    a, b = _task_gradients.coefficients(
-        model,
-        jacobians,
-        model._compile_loss.task_raw_losses,
-        loss_scale=optimizer.scale_loss(1.0),
-    )
-    rest = optimizer.scale_loss(_task_gradients.rest_loss(total, losses, b))
-    tensors = [v.value for v in variables]
-    if layer is None:
-        grads = list(torch.autograd.grad(rest, tensors, allow_unused=True))
-        _task_gradients.add_mixed(grads, jacobians, shared, a, b)
-    else:
-        # The trunk's combined update: its backward pass from the first
-        # copy, given the mixed minus the summed representation gradient.
-        correction = _task_gradients.mix(a - b, jacobians[0])
-        grads = torch.autograd.grad(
-            [rest, copies[0]],
-            tensors,
-            grad_outputs=[torch.ones_like(rest), correction],
+def keep_state_on_error(model):
+    """A no-op here (see `jax.keep_state_on_error`)."""
+    return contextlib.nullcontext()
+
+
+def vjp(fn, variables, probes=(), state=()):
+    """Runs `fn(probes)` once; see `tensorflow.vjp` for the contract."""
+    del state
+    probes = [p.detach().requires_grad_(True) for p in probes]
+    outputs, aux = fn(probes)
+    return outputs, aux, Linearization(outputs, variables, probes)
+
+
+class Linearization:
+    """Gradients of a forward pass's outputs, as many as needed."""
+
+    def __init__(self, outputs, variables, probes):
+        self.outputs, self.variables, self.probes = outputs, variables, probes
+
+    def _grad(self, outputs, sources, grad_outputs, batched=False):
+        if not sources:
+            return []
+        return torch.autograd.grad(
+            outputs,
+            sources,
+            grad_outputs=grad_outputs,
+            retain_graph=True,
             allow_unused=True,
+            is_grads_batched=batched,
         )
+
+    def pullback(self, cotangents, indices):
+        """Gradients of `sum_k cotangents[k] . outputs[k]` for
+        `variables[indices]` and every probe (`None` where unconnected)."""
+        keys = list(cotangents)
+        outputs = [self.outputs[k] for k in keys]
+        grad_outputs = [
+            torch.as_tensor(cotangents[k], dtype=o.dtype, device=o.device).expand_as(o)
+            for k, o in zip(keys, outputs)
+        ]
+        sources = [self.variables[i].value for i in indices] + self.probes
+        grads = list(self._grad(outputs, sources, grad_outputs))
+        return grads[: len(indices)], grads[len(indices) :]
+
+    def jacobian(self, key, indices):
+        """Per-row gradients `(rows, *shape)` of the vector `outputs[key]`
+        for `variables[indices]` and every probe, in one batched backward
+        pass."""
+        output = self.outputs[key]
+        basis = torch.eye(output.shape[0], dtype=output.dtype, device=output.device)
+        sources = [self.variables[i].value for i in indices] + self.probes
+        grads = self._grad([output], sources, [basis], batched=True)
+        rows = [
+            g if g is not None else torch.zeros((len(basis),) + s.shape).to(s)
+            for g, s in zip(grads, sources)
+        ]
+        return rows[: len(indices)], rows[len(indices) :]
+
+
+def apply(optimizer, grads, variables):
+    """Applies `grads` (aligned with `variables`, `None` for none)."""
+    pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
     with torch.no_grad():
-        optimizer.apply(*_routing.with_gradients(list(grads), variables))
-    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
 
 
-def _jacobian(losses, tensors):
-    """Per-task gradients `(num_tasks, *shape)` per tensor, in one batched
-    backward pass (`torch.vmap` over the backward)."""
-    basis = torch.eye(losses.shape[0], dtype=losses.dtype, device=losses.device)
-    grads = torch.autograd.grad(
-        losses,
-        tensors,
-        grad_outputs=basis,
-        is_grads_batched=True,
-        retain_graph=True,
-        allow_unused=True,
-    )
-    return [
-        torch.zeros((losses.shape[0],) + tuple(t.shape), dtype=t.dtype, device=t.device)
-        if g is None
-        else g
-        for g, t in zip(grads, tensors)
-    ]
+def cross_replica_sum(x):
+    return x

@@ -6,6 +6,7 @@ Loss-level strategies change the weights of the summed objective; gradient
 share.
 """
 
+from joint_keras.weighting.base import Coefficients
 from joint_keras.weighting.base import Weighting
 from joint_keras.weighting.cagrad import CAGrad
 from joint_keras.weighting.dwa import DWA
@@ -31,11 +32,13 @@ _BY_NAME = {
 
 
 def get(identifier):
-    """Returns a fresh `Weighting` for a name, `None` (fixed) or an object.
+    """Returns the `Weighting` for `identifier`.
 
     Args:
-        identifier: `None`, a name (`"fixed"`, `"uncertainty"`, `"dwa"`,
-            `"rlw"`, ...), or a `Weighting` instance.
+        identifier: `None` (fixed weights), a name (`"fixed"`,
+            `"uncertainty"`, `"dwa"`, `"rlw"`, ...; a new instance with
+            default settings), or a `Weighting` instance (returned as is,
+            as `keras.optimizers.get` does).
 
     Returns:
         A `Weighting` instance.
@@ -54,6 +57,7 @@ def get(identifier):
 
 __all__ = [
     "CAGrad",
+    "Coefficients",
     "DWA",
     "MGDA",
     "RLW",

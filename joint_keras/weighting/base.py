@@ -1,7 +1,21 @@
 """`Weighting`: how a `JointModel` turns its task losses into one update."""
 
+from typing import NamedTuple
+
 import keras
+import numpy as np
 from keras import ops
+
+from joint_keras._checks import check_task_weights
+
+
+class Coefficients(NamedTuple):
+    """How a gradient-level strategy combines the per-task gradients `g_k`:
+    the shared variables get `sum_k shared[k] g_k`, the others
+    `sum_k other[k] g_k`. Each a tensor `(n,)`."""
+
+    shared: object
+    other: object
 
 
 class Weighting(keras.layers.Layer):
@@ -15,7 +29,7 @@ class Weighting(keras.layers.Layer):
     in Keras variables, so it is saved, restored and resumed with the model
     and threaded through `jax.jit`.
 
-    Loss-level strategies override `task_weights` (and maybe `extra_loss`):
+    Loss-level strategies override `step_weights` (and maybe `extra_loss`):
     the objective is `sum_k w_k * L_k + extra_loss`. Gradient-level
     strategies set `gradient_level = True` and override `coefficients`: the
     gradient on shared variables is `sum_k a_k * grad L_k`, with `a`
@@ -57,12 +71,26 @@ class Weighting(keras.layers.Layer):
         self.task_names = []
 
     def build_for_tasks(self, task_names, base_weights):
-        """Creates the variables for `task_names` (called by `compile`)."""
+        """Creates the variables for `task_names` (called by `compile`). A
+        strategy compiled again keeps its state and takes the new weights."""
+        if self.built:
+            if list(task_names) != self.task_names:
+                raise ValueError(
+                    f"The weighting strategy {self.name!r} was built for the "
+                    f"tasks {self.task_names}, not {list(task_names)}. Pass a "
+                    "new instance."
+                )
+            self.base_weights.assign(np.array(base_weights, "float32"))
+            return
         self.task_names = list(task_names)
         num_tasks = len(self.task_names)
         self.base_weights = self.add_weight(
             shape=(num_tasks,),
-            initializer=keras.initializers.Constant(list(base_weights)),
+            initializer=(
+                keras.initializers.Constant(list(base_weights))
+                if num_tasks
+                else "zeros"
+            ),
             trainable=False,
             name="base_weights",
         )
@@ -71,6 +99,19 @@ class Weighting(keras.layers.Layer):
 
     def build_state(self, num_tasks):
         """Override to create the strategy's variables."""
+
+    def current_weights(self):
+        """Dict task name -> current base weight (a float)."""
+        values = ops.convert_to_numpy(self.base_weights)
+        return {name: float(v) for name, v in zip(self.task_names, values)}
+
+    def assign_task_weights(self, weights):
+        """Sets the base weights of the tasks in the dict `weights`, checked
+        as `compile()` checks `loss_weights`."""
+        new = {**self.current_weights(), **check_task_weights(weights, self.task_names)}
+        self.base_weights.assign(
+            np.array([new[name] for name in self.task_names], "float32")
+        )
 
     def add_weight(self, *args, trainable=True, aggregation=None, **kwargs):
         # State that the step writes is computed from global-batch values,
@@ -82,7 +123,7 @@ class Weighting(keras.layers.Layer):
             *args, trainable=trainable, aggregation=aggregation, **kwargs
         )
 
-    def task_weights(self, losses, indices, training):
+    def step_weights(self, losses, indices, training):
         """Effective weight of each task with a loss in this step.
 
         Args:
@@ -110,13 +151,14 @@ class Weighting(keras.layers.Layer):
             gram: Tensor `(n, n)`, the Gram matrix `G G^T` of the per-task
                 gradients `G` on the shared variables, each task's loss
                 scaled by its base weight.
-            losses: As in `task_weights`.
-            indices: As in `task_weights`.
-            training: As in `task_weights`.
+            losses: As in `step_weights`.
+            indices: As in `step_weights`.
+            training: As in `step_weights`.
 
         Returns:
-            Tuple `(a, b)` of tensors `(n,)`: the shared variables get
-            `sum_k a_k g_k`, the other variables `sum_k b_k g_k`.
+            A `Coefficients(shared, other)` of tensors `(n,)`: the shared
+            variables get `sum_k shared[k] g_k`, the other variables
+            `sum_k other[k] g_k`.
         """
         raise NotImplementedError
 

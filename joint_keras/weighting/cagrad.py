@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from joint_keras.weighting.base import Coefficients
 from joint_keras.weighting.base import Weighting
 
 
@@ -60,7 +61,7 @@ class CAGrad(Weighting):
         norm_w = ops.sqrt(ops.maximum(ops.sum(w * ops.matmul(m, w)), 0.0))
         lam = ops.divide_no_nan(sqrt_phi, norm_w)
         a = (mean + lam * w) / (1.0 + self.c**2)
-        return a, ops.ones_like(a)
+        return Coefficients(a, ops.ones_like(a))
 
     def get_config(self):
         return {

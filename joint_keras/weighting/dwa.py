@@ -49,7 +49,7 @@ class DWA(Weighting):
         self.before_previous = state("before_previous_epoch_loss")
         self.epoch_weights = state("epoch_weights", 1.0)
 
-    def task_weights(self, losses, indices, training):
+    def step_weights(self, losses, indices, training):
         if training:
             self.scatter(
                 self.loss_sum, indices, self.gather(self.loss_sum, indices) + losses

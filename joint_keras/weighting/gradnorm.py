@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from joint_keras.weighting.base import Coefficients
 from joint_keras.weighting.base import Weighting
 
 
@@ -48,7 +49,7 @@ class GradNorm(Weighting):
             name="initial_losses",
         )
 
-    def task_weights(self, losses, indices, training):
+    def step_weights(self, losses, indices, training):
         if training:
             initial = self.gather(self.initial_losses, indices)
             self.scatter(
@@ -63,7 +64,7 @@ class GradNorm(Weighting):
         n = len(indices)
         ones = ops.ones((n,), gram.dtype)
         if not training:
-            return ones, ones
+            return Coefficients(ones, ones)
         norms = ops.sqrt(ops.maximum(ops.diagonal(gram), 0.0))
         rates = ops.divide_no_nan(
             ops.cast(losses, gram.dtype), self.gather(self.initial_losses, indices)
@@ -74,7 +75,7 @@ class GradNorm(Weighting):
         grad = ops.sign(norms - target) * ops.divide_no_nan(norms, w)
         w = ops.maximum(w - self.learning_rate * grad, 1e-6)
         self.scatter(self.task_scales, indices, w * n / ops.sum(w))
-        return ones, ones
+        return Coefficients(ones, ones)
 
     def get_config(self):
         return {

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from joint_keras.weighting.base import Coefficients
 from joint_keras.weighting.base import Weighting
 
 
@@ -48,7 +49,7 @@ class MGDA(Weighting):
 
     def coefficients(self, gram, losses, indices, training):
         w = min_norm_weights(gram, self.iterations)
-        return w, ops.ones_like(w)
+        return Coefficients(w, ops.ones_like(w))
 
     def get_config(self):
         return {**super().get_config(), "iterations": self.iterations}

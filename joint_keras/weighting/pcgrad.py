@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from joint_keras.weighting.base import Coefficients
 from joint_keras.weighting.base import Weighting
 
 
@@ -50,7 +51,7 @@ class PCGrad(Weighting):
                 c = c - step * ops.one_hot(j, n, dtype=gram.dtype)
             rows.append(c)
         a = ops.sum(ops.stack(rows), axis=0)
-        return a, ops.ones((n,), gram.dtype)
+        return Coefficients(a, ops.ones((n,), gram.dtype))
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed}

@@ -28,7 +28,7 @@ class RLW(Weighting):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
-    def task_weights(self, losses, indices, training):
+    def step_weights(self, losses, indices, training):
         base = self.gather(self.base_weights, indices)
         if not training:
             return base

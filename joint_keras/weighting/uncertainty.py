@@ -36,7 +36,7 @@ class Uncertainty(Weighting):
             name="log_variances",
         )
 
-    def task_weights(self, losses, indices, training):
+    def step_weights(self, losses, indices, training):
         s = self.gather(self.log_variances, indices)
         return self.gather(self.base_weights, indices) * 0.5 * ops.exp(-s)
 

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from joint_keras.weighting.base import Coefficients
 from joint_keras.weighting.base import Weighting
 
 
@@ -55,7 +56,7 @@ class UPGrad(Weighting):
     def coefficients(self, gram, losses, indices, training):
         v = project_to_dual_cone(gram, self.sweeps)
         a = ops.mean(v, axis=0)
-        return a, ops.ones_like(a)
+        return Coefficients(a, ops.ones_like(a))
 
     def get_config(self):
         return {**super().get_config(), "sweeps": self.sweeps}

@@ -1,0 +1,61 @@
+"""Backend-neutral half of the gradient-level step: from per-task gradients
+to the strategy's coefficients, in `keras.ops`.
+
+With `L` the vector of weighted task losses, `J` its Jacobian on the shared
+variables (or the shared representation) and `(a, b)` the strategy's
+coefficients, the update direction is
+
+    shared variables:  a @ J   (+ the gradient of the other terms)
+    other variables:   gradient of  b @ L + other terms
+
+where "other terms" are the regularization losses and any
+`compute_joint_loss`. The step computes the second line as one ordinary
+gradient of `total + (b - 1) @ L` and adds `(a - b) @ J` on the shared
+variables, so no task needs a separate full backward pass.
+"""
+
+from keras import ops
+
+from joint_keras import backend
+
+
+def gram_matrix(jacobians, num_tasks, loss_scale, per_replica_rows):
+    """The Gram matrix `J J^T` of the true per-task gradients.
+
+    Args:
+        jacobians: List of tensors `(num_tasks, *shape)`: this replica's
+            per-task gradients of the losses as scaled by the optimizer.
+        num_tasks: Python int.
+        loss_scale: The optimizer's loss scale, divided out.
+        per_replica_rows: Python bool. Under `tf.distribute` a variable's
+            global gradient is the sum of the replicas' (sum the gradients,
+            then take the Gram matrix); a representation's rows are split
+            over the replicas (sum the replicas' Gram matrices).
+
+    Returns:
+        Tensor `(num_tasks, num_tasks)`, zero if the scaled gradients
+        overflowed (the `LossScaleOptimizer` skips such a step; the
+        strategy's state must not move either).
+    """
+    flat = ops.concatenate(
+        [ops.reshape(ops.cast(j, "float32"), (num_tasks, -1)) for j in jacobians],
+        axis=1,
+    )
+    flat = flat / ops.cast(loss_scale, "float32")
+    if per_replica_rows:
+        gram = backend.cross_replica_sum(ops.matmul(flat, ops.transpose(flat)))
+    else:
+        flat = backend.cross_replica_sum(flat)
+        gram = ops.matmul(flat, ops.transpose(flat))
+    return ops.where(ops.all(ops.isfinite(gram)), gram, ops.zeros_like(gram))
+
+
+def cosine_matrix(gram):
+    """Pairwise cosines of the vectors whose Gram matrix is `gram`."""
+    norms = ops.sqrt(ops.maximum(ops.diagonal(gram), 0.0))
+    return ops.divide_no_nan(gram, ops.outer(norms, norms))
+
+
+def mix(coefficient, jacobian):
+    """`sum_k coefficient[k] * jacobian[k]`, in the jacobian's dtype."""
+    return ops.tensordot(ops.cast(coefficient, jacobian.dtype), jacobian, axes=1)

@@ -1,0 +1,101 @@
+"""Submodels split at a shared layer, for gradients at its output.
+
+A gradient-level strategy with `representation="trunk"` combines the tasks'
+gradients with respect to the output of the shared layer `"trunk"`. Each
+submodel that calls that layer is rebuilt (with Keras's public
+`clone_model`, sharing every layer) as two functional models: an
+`extractor` from its inputs to the layer's output and a `tail` from that
+output to its outputs. The step then adds a zero "probe" to the
+representation between the two, and differentiates with respect to it.
+"""
+
+import keras
+
+from joint_keras import _variables
+
+
+class RepresentationSplit:
+    """The submodels that call layer `layer_name`, split at its output.
+
+    Args:
+        submodels: Dict name -> `keras.Model`.
+        layer_name: Name of a layer (or nested model) that the submodels
+            share; each must call it once, on the same input.
+    """
+
+    def __init__(self, submodels, layer_name):
+        layer = _variables.find_layer(submodels.values(), layer_name)
+        if layer is None:
+            raise ValueError(
+                f"`representation={layer_name!r}` names no layer of the "
+                f"submodels {list(submodels)}."
+            )
+        self.parts = {}
+        for name, model in submodels.items():
+            if any(sub is layer for sub in _variables.walk_layers(model)):
+                self.parts[name] = _split(model, layer, name)
+
+    def forward(self, submodels, inputs, probes, training):
+        """The submodels' outputs with `probes[i]` added to the i-th
+        split submodel's representation.
+
+        Returns:
+            `(outputs, representations)`: a dict name -> output, and the
+            representation of each split submodel (before its probe).
+        """
+        outputs, representations = {}, []
+        for name, model in submodels.items():
+            mode = training if model.trainable else False
+            if name not in self.parts:
+                outputs[name] = model(inputs[name], training=mode)
+                continue
+            extractor, tail = self.parts[name]
+            representation = extractor(inputs[name], training=mode)
+            probe = probes[len(representations)]
+            representations.append(representation)
+            outputs[name] = tail(representation + probe, training=mode)
+        return outputs, representations
+
+    def probe_shapes(self, inputs):
+        """The shape of each split submodel's representation for `inputs`
+        (the batch size a tensor where it is only known at run time)."""
+        shapes = []
+        for name, (extractor, _) in self.parts.items():
+            shape = extractor.compute_output_spec(inputs[name]).shape
+            if shape[0] is None:
+                rows = keras.ops.shape(keras.tree.flatten(inputs[name])[0])[0]
+                shape = (rows,) + tuple(shape[1:])
+            shapes.append(shape)
+        return shapes
+
+
+def _split(model, layer, name):
+    if isinstance(model, keras.Sequential):
+        model = keras.Model(model.inputs, model.outputs)
+    calls = []
+
+    def call(called, *args, **kwargs):
+        output = called(*args, **kwargs)
+        if called is layer:
+            calls.append(output)
+        return output
+
+    try:
+        clone = keras.models.clone_model(
+            model, clone_function=lambda sub: sub, call_function=call
+        )
+    except (ValueError, TypeError, AttributeError) as error:
+        raise ValueError(
+            f"`representation={layer.name!r}` needs functional submodels (or "
+            f"Sequential ones) to be split at that layer; submodel {name!r} "
+            f"could not be: {error}"
+        ) from error
+    if len(calls) != 1:
+        raise ValueError(
+            f"`representation={layer.name!r}`: submodel {name!r} calls that "
+            f"layer {len(calls)} times directly; it must call it once (a "
+            "layer nested inside another layer cannot be split at)."
+        )
+    inputs = clone.inputs[0] if len(clone.inputs) == 1 else clone.inputs
+    outputs = clone.outputs[0] if len(clone.outputs) == 1 else clone.outputs
+    return keras.Model(inputs, calls[0]), keras.Model(calls[0], outputs)

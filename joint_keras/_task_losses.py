@@ -1,0 +1,227 @@
+"""The loss of one step, task by task, returned as a value (`StepLosses`)."""
+
+from typing import NamedTuple
+
+import keras
+from keras import ops
+
+from joint_keras import _combine
+from joint_keras import _compat
+from joint_keras import _targets
+from joint_keras import backend
+from joint_keras._trackers import LossTrackers
+from joint_keras._trackers import TotalLoss
+
+# The routing group of the terms that update every variable they reach.
+EVERYTHING = ()
+
+
+class StepLosses(NamedTuple):
+    """One step's losses, from the loss computation to the rest of the step.
+
+    Attributes:
+        total: Scalar tensor, the weighted total loss (what the optimizer
+            minimizes; per replica under `tf.distribute`).
+        groups: Dict mapping a routing group to the part of `total` it
+            updates: `()` for the terms that update every variable they
+            reach, a tuple of submodel names for the joint losses declared
+            with `updates=`. Sums to `total`.
+        tasks: Tensor `(n,)`, the weighted losses of the `n` tasks that had
+            a loss in this step (`None` when none had).
+        indices: Python tuple of the `n` tasks' positions in `task_names`.
+        weights: Tensor `(n,)`, their effective weights.
+        raw: Tensor `(n,)`, their unweighted losses on the global batch,
+            with no gradient (what a weighting strategy reads).
+        labelled: Tensor `(n,)`, the number of rows with a label for each.
+        others: Scalar tensor, the terms of `total` that are no task
+            (regularization, `compute_joint_loss`, a strategy's own term),
+            or `None`.
+    """
+
+    total: object
+    groups: dict
+    tasks: object = None
+    indices: tuple = ()
+    weights: object = None
+    raw: object = None
+    labelled: object = None
+    others: object = None
+
+
+class TaskLosses(keras.losses.Loss):
+    """Each submodel's supervised loss and each joint loss, weighted by a
+    strategy, and their trackers.
+
+    Calling it returns a `StepLosses`. It is a Keras `Loss` that Keras's
+    trainer builds symbolically before the first step (through
+    `JointModel.compute_loss`), so that every variable exists before tracing.
+
+    Args:
+        spec: The `CompileSpec`.
+        weighting: A `jk.weighting.Weighting` built for `spec.task_names`.
+    """
+
+    def __init__(self, spec, weighting):
+        super().__init__(name="joint_loss")
+        self.spec = spec
+        self.weighting = weighting
+        self.task_names = list(spec.task_names)
+        self.losses = {
+            name: _compat.compile_loss(loss, spec.output_loss_weights[name])
+            for name, loss in spec.losses.items()
+            if loss is not None
+        }
+        self.updates = {term.name: term.updates for term in spec.joint_losses}
+        self.trackers = LossTrackers(
+            self.task_names,
+            report_weights=type(weighting).__name__ != "Fixed",
+            report_cosines=weighting.gradient_level,
+        )
+        self.total_tracker = TotalLoss(len(self.task_names))
+
+    @property
+    def built(self):
+        # While False, Keras builds the losses symbolically before tracing
+        # the first step of `fit()`/`evaluate()`.
+        return all(loss.built for loss in self.losses.values())
+
+    @property
+    def metrics(self):
+        return [self.trackers]
+
+    @property
+    def variables(self):
+        return self.trackers.variables
+
+    def __call__(self, y_true, y_pred, sample_weight=None, training=True, others=()):
+        return self.call(y_true, y_pred, sample_weight, training, others)
+
+    def call(self, y_true, y_pred, sample_weight=None, training=True, others=()):
+        """Computes the step's losses and updates the trackers.
+
+        Args:
+            y_true: The targets as given (a tensor, list, dict or `None`).
+            y_pred: Dict of every submodel's output.
+            sample_weight: As given to `fit()`.
+            training: Python bool.
+            others: List of other scalar terms of the total (regularization,
+                `compute_joint_loss`), already scaled per replica.
+
+        Returns:
+            A `StepLosses`.
+        """
+        values, labelled = self._task_values(y_true, y_pred, sample_weight)
+        indices = tuple(k for k, name in enumerate(self.task_names) if name in values)
+        names = [self.task_names[k] for k in indices]
+        self.trackers.active = tuple(names)
+        self.trackers.training = training
+        groups = {}
+        rest = list(others)
+        losses = weights = raw = rows = None
+        if indices:
+            losses = ops.stack([values[name] for name in names])
+            # The strategy reads the losses of the global batch (each
+            # replica's is scaled by `1 / num_replicas` under tf.distribute).
+            raw = backend.cross_replica_sum(ops.stop_gradient(losses))
+            weights = self.weighting.step_weights(raw, list(indices), training)
+            losses = losses * weights
+            self.trackers.update_weights(names, weights)
+            for i, name in enumerate(names):
+                key = tuple(self.updates.get(name) or EVERYTHING)
+                groups[key] = groups[key] + losses[i] if key in groups else losses[i]
+            extra = self.weighting.extra_loss(list(indices))
+            if extra is not None:
+                rest.append(_compat.scale_loss_for_distribution(extra))
+            rows = ops.stack([labelled[name] for name in names])
+        others = sum(rest[1:], rest[0]) if rest else None
+        if others is not None:
+            groups[EVERYTHING] = (
+                groups[EVERYTHING] + others if EVERYTHING in groups else others
+            )
+        if not groups:
+            raise ValueError(
+                "No loss to compute in this step: no submodel with a `loss` "
+                "has targets, and there is no joint loss. Pass targets `y` "
+                "(for the submodels given a `loss` in `compile()`), or add "
+                "`joint_losses`."
+            )
+        parts = list(groups.values())
+        total = sum(parts[1:], parts[0])
+        return StepLosses(total, groups, losses, indices, weights, raw, rows, others)
+
+    def combine(self, gram, losses):
+        """A gradient-level strategy's coefficients `(a, b)` for this step,
+        from the Gram matrix of the active tasks' gradients; logs their
+        cosines and the effective weights."""
+        names = [self.task_names[k] for k in losses.indices]
+        self.trackers.update_cosines(names, _combine.cosine_matrix(gram))
+        coefficients = self.weighting.coefficients(
+            gram, losses.raw, list(losses.indices), training=True
+        )
+        a = ops.stop_gradient(coefficients.shared)
+        b = ops.stop_gradient(coefficients.other)
+        self.trackers.update_weights(names, losses.weights * a)
+        return a, b
+
+    def _task_values(self, y_true, y_pred, sample_weight):
+        """Dicts task name -> unweighted loss, and -> labelled rows, for the
+        tasks with a loss in this step."""
+        names = list(self.spec.names)
+        joint_names = [term.name for term in self.spec.joint_losses]
+        targets = _targets.split(y_true, names, "y")
+        sample_weights = _targets.split(
+            sample_weight, names, "sample_weight", extra_keys=joint_names
+        )
+        batch_rows = _targets.batch_size(y_pred)
+        values, labelled = {}, {}
+        for name, loss in self.losses.items():
+            if name not in targets:
+                continue
+            target, prediction, rows = _targets.mask_unlabelled_rows(
+                targets[name], y_pred[name], self.spec.missing_label
+            )
+            value = ops.cast(
+                loss(target, prediction, sample_weights.get(name)), self.dtype
+            )
+            if len(loss.metrics) and name not in self.trackers.outputs:
+                self.trackers.add_output_trackers(name, loss.metrics)
+            rows = batch_rows if rows is None else rows
+            self.trackers.update_loss(
+                name, _compat.unscale_loss_for_distribution(value), rows
+            )
+            values[name], labelled[name] = value, rows
+        shared_weight = None if isinstance(sample_weight, dict) else sample_weight
+        for term in self.spec.joint_losses:
+            weight = sample_weights.get(term.name, shared_weight)
+            # Like a Keras loss's, scaled per replica under tf.distribute.
+            value = ops.cast(term(y_true, y_pred, weight), self.dtype)
+            self.trackers.update_loss(
+                term.name, _compat.unscale_loss_for_distribution(value), batch_rows
+            )
+            values[term.name], labelled[term.name] = value, batch_rows
+        return values, labelled
+
+
+def step_losses(model, x, y, y_pred, sample_weight, training):
+    """A joint model's `StepLosses`: its compiled tasks, plus its
+    regularization losses and `compute_joint_loss`."""
+    others = [
+        _compat.scale_loss_for_distribution(
+            ops.sum(ops.cast(loss, keras.backend.floatx()))
+        )
+        for loss in model.losses
+    ]
+    extra = model.compute_joint_loss(x, y, y_pred, sample_weight)
+    if extra is not None:
+        others.append(_compat.scale_loss_for_distribution(extra))
+    return model._task_losses(y, y_pred, sample_weight, training, others)
+
+
+def for_step(model, x, y, y_pred, sample_weight, training):
+    """The step's `StepLosses`. An override of `compute_loss` is honoured,
+    as `keras.Model` documents: its total updates every variable it
+    reaches."""
+    if model._has_custom_loss():
+        total = model.compute_loss(x, y, y_pred, sample_weight, training=training)
+        return StepLosses(total, {EVERYTHING: total}, others=total)
+    return step_losses(model, x, y, y_pred, sample_weight, training)
