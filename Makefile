@@ -5,14 +5,28 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BACKENDS := tensorflow jax torch
+# The next Keras release (constraints-keras-next.txt), in a venv of its own.
+VENV_NEXT := .venv-next
+PY_NEXT := $(VENV_NEXT)/bin/python
+STAMP_NEXT := $(VENV_NEXT)/.installed
+NEXT_BACKENDS := $(BACKENDS)
 
-.PHONY: demo test test-tensorflow test-jax test-torch lint bench clean
+.PHONY: demo test test-tensorflow test-jax test-torch test-keras-next lint bench clean
 
 $(STAMP): setup.cfg constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
 	touch $(STAMP)
+
+# `tensorflow` pulls `keras`; `keras-nightly` owns the same package folder.
+$(STAMP_NEXT): setup.cfg constraints.txt constraints-keras-next.txt
+	test -x $(PY_NEXT) || $(PYTHON) -m venv $(VENV_NEXT)
+	$(PY_NEXT) -m pip install --quiet --upgrade pip
+	$(PY_NEXT) -m pip install --quiet -c constraints.txt -e ".[test]"
+	$(PY_NEXT) -m pip uninstall --quiet --yes keras
+	$(PY_NEXT) -m pip install --quiet --no-deps -c constraints-keras-next.txt keras-nightly
+	touch $(STAMP_NEXT)
 
 demo: $(STAMP)
 	KERAS_BACKEND=$${KERAS_BACKEND:-tensorflow} $(PY) -m joint_keras.demo
@@ -23,6 +37,13 @@ test: $(STAMP)
 	@set -e; for b in $(BACKENDS); do \
 		echo "=== pytest, KERAS_BACKEND=$$b ==="; \
 		KERAS_BACKEND=$$b $(PY) -m pytest $(PYTEST_ARGS); \
+	done
+
+# The suite on the next Keras release; NEXT_BACKENDS="jax" for one backend.
+test-keras-next: $(STAMP_NEXT)
+	@set -e; for b in $(NEXT_BACKENDS); do \
+		echo "=== pytest on keras-nightly, KERAS_BACKEND=$$b ==="; \
+		KERAS_BACKEND=$$b $(PY_NEXT) -m pytest $(PYTEST_ARGS); \
 	done
 
 test-%: $(STAMP)
@@ -37,4 +58,4 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 
 clean:
-	rm -rf $(VENV) demo_output
+	rm -rf $(VENV) $(VENV_NEXT) demo_output

@@ -61,12 +61,21 @@ class RepresentationSplit:
         (the batch size a tensor where it is only known at run time)."""
         shapes = []
         for name, (extractor, _) in self.parts.items():
-            shape = extractor.compute_output_spec(inputs[name]).shape
+            spec = keras.tree.map_structure(_symbolic, inputs[name])
+            shape = extractor.compute_output_spec(spec).shape
             if shape[0] is None:
                 rows = keras.ops.shape(keras.tree.flatten(inputs[name])[0])[0]
                 shape = (rows,) + tuple(shape[1:])
             shapes.append(shape)
         return shapes
+
+
+def _symbolic(tensor):
+    """A `KerasTensor` like `tensor` (dimensions known only at run time as
+    `None`)."""
+    shape = tuple(d if isinstance(d, int) else None for d in keras.ops.shape(tensor))
+    dtype = keras.backend.standardize_dtype(tensor.dtype)
+    return keras.KerasTensor(shape, dtype=dtype)
 
 
 def _split(model, layer, name):

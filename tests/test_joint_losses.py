@@ -145,7 +145,7 @@ def test_per_sample_joint_loss_is_reduced_like_a_keras_loss(weighted):
     def total():
         pa, pb = a(x), b(x)
         per_sample = ops.mean(ops.square(pa - pb), axis=-1)
-        weights = 1.0 if w is None else w
+        weights = 1.0 if w is None else ops.convert_to_tensor(w)
         # "sum_over_batch_size": the weighted sum over the batch size.
         agreement_term = ops.sum(per_sample * weights) / 64
         supervised = ops.sum(keras.losses.mean_squared_error(y, pa) * weights) / 64

@@ -47,7 +47,7 @@ def test_x_y_and_sample_weight_lists_map_to_submodels_in_order():
     def total():
         la = keras.losses.mean_squared_error(ya, a(xa))
         lb = keras.losses.mean_squared_error(yb, b(xb))
-        return ops.mean(la) + ops.sum(lb * w) / 16
+        return ops.mean(la) + ops.sum(lb * ops.convert_to_tensor(w)) / 16
 
     want_loss, want = reference.sgd_step(total, variables, 0.1)
     logs = joint.train_on_batch([xa, xb], [ya, yb], [None, w], return_dict=True)
