@@ -3,6 +3,9 @@
 from joint_keras import callbacks
 from joint_keras import losses
 from joint_keras import weighting
+from joint_keras._graph import INPUT
+from joint_keras._graph import Concat
+from joint_keras._graph import Noise
 from joint_keras.joint_loss import JointLoss
 from joint_keras.joint_model import JointModel
 from joint_keras.submodel_optimizer import SubmodelOptimizer
@@ -10,8 +13,11 @@ from joint_keras.submodel_optimizer import SubmodelOptimizer
 __version__ = "0.1.0"
 
 __all__ = [
+    "INPUT",
+    "Concat",
     "JointLoss",
     "JointModel",
+    "Noise",
     "SubmodelOptimizer",
     "callbacks",
     "losses",

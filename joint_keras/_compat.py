@@ -14,6 +14,7 @@ import keras
 from keras.src.backend.common import masking
 from keras.src.losses import loss as loss_module
 from keras.src.trainers import compile_utils
+from keras.src.utils import tracking
 
 KERAS_VERSION = tuple(int(part) for part in re.findall(r"\d+", keras.version())[:2])
 
@@ -75,21 +76,25 @@ def attach_containers(model, loss, metrics):
     their variables exist before `tf.function`/`jax.jit`; `model.metrics`
     (and so `metrics_variables`, `reset_metrics` and the logs) lists
     `_loss_tracker` (here `loss.total_tracker`, the `loss` log),
-    `_compile_metrics` and `_compile_loss.metrics`.
+    `_compile_metrics` and `_compile_loss.metrics`. Set, as Keras's own
+    `compile()` sets them, without tracking (else they would also be listed
+    among the model's own metrics: their variables twice in a JAX state,
+    which JAX refuses to donate twice).
     """
-    model._compile_loss = loss
-    model._compile_metrics = metrics
-    model._loss_tracker = loss.total_tracker
+    with tracking.DotNotTrackScope():
+        model._compile_loss = loss
+        model._compile_metrics = metrics
+        model._loss_tracker = loss.total_tracker
 
 
-def untrack_layer(model, layer):
-    """Removes `layer` from `model`'s tracked sublayers and so its variables
-    from the model's. Keras's `__delattr__` does not untrack layers: a
-    weighting strategy replaced by a second `compile()` would otherwise keep
-    its variables in `model.trainable_variables`."""
-    model._tracker.untrack(layer)
-    if any(item is layer for item in model._layers):
-        model._layers.remove(layer)
+def untrack(model, obj):
+    """Removes a tracked layer or seed generator from `model`, and so its
+    variables from the model's. Keras's `__delattr__` does not untrack them:
+    a weighting strategy or a joint loss's seed generator replaced by a
+    second `compile()` would otherwise stay in the model's variables."""
+    model._tracker.untrack(obj)
+    if any(item is obj for item in model._layers):
+        model._layers.remove(obj)
 
 
 class TrainerFixes:

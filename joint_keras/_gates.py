@@ -26,6 +26,10 @@ def apply_gated(optimizer, grads, variables, gates):
     """Applies `grads` (aligned with `variables`, `None` for none); the
     variable at each position `i` of `gates`, and its optimizer state, move
     only where `gates[i]` is true."""
+    if not optimizer.built:
+        # On all the variables, even when this update has gradients for some
+        # (a routed or alternating step).
+        optimizer.build(variables)
     if not gates:
         backend.apply(optimizer, grads, variables)
         return

@@ -1,17 +1,48 @@
-"""Submodels split at a shared layer, for gradients at its output.
+"""The shared representation of a gradient-level strategy, probed.
 
 A gradient-level strategy with `representation="trunk"` combines the tasks'
-gradients with respect to the output of the shared layer `"trunk"`. Each
-submodel that calls that layer is rebuilt (with Keras's public
-`clone_model`, sharing every layer) as two functional models: an
-`extractor` from its inputs to the layer's output and a `tail` from that
-output to its outputs. The step then adds a zero "probe" to the
-representation between the two, and differentiates with respect to it.
+gradients with respect to the output of `"trunk"`: the step adds a zero
+"probe" to that output and differentiates with respect to the probe.
+
+- When `"trunk"` names a submodel (of the submodel graph), its output is a
+  value of the forward pass: the probe is added there (`GraphProbe`).
+- When it names a layer shared inside the submodels, each submodel that
+  calls it is rebuilt (with Keras's public `clone_model`, sharing every
+  layer) as two functional models: an `extractor` from its inputs to the
+  layer's output and a `tail` from that output to its outputs; the probe
+  goes between the two (`RepresentationSplit`).
+
+Both give `probe_shapes(x)` and `forward(model, x, probes, training) ->
+(outputs, representations)`.
 """
 
 import keras
 
+from joint_keras import _inputs
 from joint_keras import _variables
+
+
+def for_model(model, name):
+    """The probe plan for `representation=name` of a joint model."""
+    if name in model.submodels:
+        return GraphProbe(name)
+    return RepresentationSplit(dict(model.submodels), name)
+
+
+class GraphProbe:
+    """The output of submodel `name`, probed inside the submodel graph."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def probe_shapes(self, model, x):
+        routed = keras.tree.map_structure(_symbolic, model._routed(x))
+        specs = model._graph.output_specs(dict(model.submodels), routed)
+        return [_fill_batch(specs[self.name].shape, x)]
+
+    def forward(self, model, x, probes, training):
+        outputs, before = model._forward(x, training, {self.name: probes[0]})
+        return outputs, [before[self.name]]
 
 
 class RepresentationSplit:
@@ -35,7 +66,7 @@ class RepresentationSplit:
             if any(sub is layer for sub in _variables.walk_layers(model)):
                 self.parts[name] = _split(model, layer, name)
 
-    def forward(self, submodels, inputs, probes, training):
+    def forward(self, model, x, probes, training):
         """The submodels' outputs with `probes[i]` added to the i-th
         split submodel's representation.
 
@@ -43,6 +74,8 @@ class RepresentationSplit:
             `(outputs, representations)`: a dict name -> output, and the
             representation of each split submodel (before its probe).
         """
+        submodels = model.submodels
+        inputs = _inputs.route(x, submodels)
         outputs, representations = {}, []
         for name, model in submodels.items():
             mode = training if model.trainable else False
@@ -56,18 +89,23 @@ class RepresentationSplit:
             outputs[name] = tail(representation + probe, training=mode)
         return outputs, representations
 
-    def probe_shapes(self, inputs):
-        """The shape of each split submodel's representation for `inputs`
-        (the batch size a tensor where it is only known at run time)."""
+    def probe_shapes(self, model, x):
+        """The shape of each split submodel's representation for `x` (the
+        batch size a tensor where it is only known at run time)."""
+        inputs = _inputs.route(x, model.submodels)
         shapes = []
         for name, (extractor, _) in self.parts.items():
             spec = keras.tree.map_structure(_symbolic, inputs[name])
-            shape = extractor.compute_output_spec(spec).shape
-            if shape[0] is None:
-                rows = keras.ops.shape(keras.tree.flatten(inputs[name])[0])[0]
-                shape = (rows,) + tuple(shape[1:])
-            shapes.append(shape)
+            shapes.append(_fill_batch(extractor.compute_output_spec(spec).shape, x))
         return shapes
+
+
+def _fill_batch(shape, x):
+    """`shape` with a batch size known only at run time read from `x`."""
+    if shape[0] is None:
+        rows = keras.ops.shape(keras.tree.flatten(x)[0])[0]
+        shape = (rows,) + tuple(shape[1:])
+    return shape
 
 
 def _symbolic(tensor):

@@ -194,6 +194,7 @@ COMPILE_ARGUMENTS = (
     "update_every",
     "missing_label",
     "weighting",
+    "alternate",
 )
 
 

@@ -73,8 +73,8 @@ def shared_layers_hint(submodels, name):
     )
 
 
-def config(submodels):
-    """The config entries of a joint model's submodels."""
+def config(submodels, graph):
+    """The config entries of a joint model's submodels and graph."""
     result = {
         "submodels": {
             name: keras.saving.serialize_keras_object(model)
@@ -90,6 +90,8 @@ def config(submodels):
     frozen = [name for name, model in submodels.items() if not model.trainable]
     if frozen:
         result["frozen"] = frozen
+    if not graph.is_trivial:
+        result["inputs"] = graph.get_config()
     return result
 
 
@@ -119,6 +121,11 @@ def from_config(config, custom_objects=None):
     for name in frozen:
         submodels[name].trainable = False
     config["submodels"] = submodels
+    if "inputs" in config:
+        config["inputs"] = {
+            name: keras.saving.deserialize_keras_object(source)
+            for name, source in config["inputs"].items()
+        }
     return config
 
 

@@ -35,7 +35,13 @@ class CompileSpec(NamedTuple):
     missing_label: object
     weighting: object  # a built-later `jk.weighting.Weighting`
     update_every: object
-    kind: str  # "plain", "routed" (joint losses with `updates`) or "gradient"
+    # "plain", "routed" (joint losses with `updates`), "alternating" (their
+    # groups updated in turn) or "gradient" (gradient-level weighting).
+    kind: str
+    # Routing group (a tuple of submodel names; `()` for the terms without
+    # `updates`) -> its tasks; and, when alternating, the groups in order.
+    group_tasks: dict
+    stages: tuple
 
 
 def compile_spec(
@@ -49,6 +55,7 @@ def compile_spec(
     update_every=None,
     missing_label=None,
     weighting=None,
+    alternate=None,
     **keras_arguments,
 ):
     """Checks `compile()`'s arguments and returns a `CompileSpec`.
@@ -84,11 +91,25 @@ def compile_spec(
         )
     tasks = tuple(n for n in names if losses[n] is not None)
     task_names = tasks + tuple(term.name for term in joint_terms)
+    group_tasks = {(): list(tasks)} if tasks else {}
+    for term in joint_terms:
+        key = group_key(term.updates, names)
+        group_tasks.setdefault(key, []).append(term.name)
     kind = "plain"
     if routed:
         kind = "routed"
     elif strategy.gradient_level and task_names:
         kind = "gradient"
+    stages = ()
+    if alternate is not None and alternate is not False:
+        stages = _stages(alternate, group_tasks, names)
+        if update_every is not None:
+            raise ValueError(
+                "`alternate` gives the order and number of each group's "
+                "updates in a step; it does not go with `update_every`. "
+                f"Received: update_every={update_every!r}"
+            )
+        kind = "alternating"
     return CompileSpec(
         names=names,
         losses=losses,
@@ -105,7 +126,65 @@ def compile_spec(
         weighting=strategy,
         update_every=update_every,
         kind=kind,
+        group_tasks=group_tasks,
+        stages=stages,
     )
+
+
+def group_key(updates, names):
+    """The routing group of a term updating `updates` (None: everything)."""
+    if updates is None:
+        return ()
+    return tuple(n for n in names if n in updates)
+
+
+def _stages(alternate, group_tasks, names):
+    """The groups to update in turn, from `alternate`: `True` (each group
+    once, in the order of the joint losses), or a list of entries, each a
+    submodel name (the group whose `updates` list it), a list of names (the
+    group updating exactly those), or `None` (the terms without `updates`)."""
+    groups = list(group_tasks)
+    if not any(groups):
+        raise ValueError(
+            "`alternate` updates the groups of joint losses declared with "
+            "`updates=[...]` in turn; there are none."
+        )
+    if alternate is True:
+        return tuple(groups)
+    if not isinstance(alternate, (list, tuple)) or not alternate:
+        raise TypeError(
+            "`alternate` must be True or a non-empty list of groups (a "
+            f"submodel name each). Received: alternate={alternate!r}"
+        )
+    stages = []
+    for entry in alternate:
+        if entry is None:
+            key = ()
+        elif isinstance(entry, str):
+            matches = [g for g in groups if entry in g]
+            if len(matches) != 1:
+                raise ValueError(
+                    f"`alternate` entry {entry!r} must name a submodel that "
+                    "the `updates` of exactly one group of joint losses list; "
+                    f"the groups are {[list(g) for g in groups]}."
+                )
+            key = matches[0]
+        else:
+            key = group_key(entry, names)
+        if key not in group_tasks:
+            raise ValueError(
+                f"`alternate` entry {entry!r} is no group of this model's "
+                f"losses; the groups are {[list(g) for g in groups]} (`None` "
+                "for the terms without `updates`)."
+            )
+        stages.append(key)
+    missing = [list(g) for g in groups if g not in stages]
+    if missing:
+        raise ValueError(
+            f"`alternate` never updates the groups {missing}. Received: "
+            f"alternate={alternate!r}"
+        )
+    return tuple(stages)
 
 
 def per_submodel(value, names, argument, is_entry):

@@ -15,16 +15,24 @@ Both then apply the optimizer (a submodel with no labelled row in the batch
 keeps its variables and their optimizer state) and update the logs.
 """
 
+import functools
+
 import keras
 from keras import ops
 
 from joint_keras import _combine
 from joint_keras import _gates
-from joint_keras import _inputs
 from joint_keras import _targets
 from joint_keras import _task_losses
+from joint_keras import _variables
 from joint_keras import backend
 from joint_keras._task_losses import EVERYTHING
+
+
+def for_kind(kind):
+    """The train step for a `CompileSpec.kind`."""
+    steps = {"gradient": gradient_step, "alternating": alternating_step}
+    return steps.get(kind, loss_step)
 
 
 def loss_step(model, data):
@@ -40,7 +48,7 @@ def loss_step(model, data):
         return scaled, (losses, y_pred)
 
     outputs, (losses, y_pred), linear = backend.vjp(
-        forward, index.variables, state=state_variables(model)
+        forward, index.variables, state=_state(model)
     )
     grads = [None] * len(index.variables)
     for key in outputs:
@@ -55,15 +63,60 @@ def loss_step(model, data):
     return _finish(model, index, grads, losses, x, y, y_pred, sample_weight)
 
 
+def alternating_step(model, data):
+    """Routing groups updated in turn (`compile(alternate=...)`): each stage
+    runs a fresh forward pass through the submodels the earlier stages
+    updated, takes its group's gradient and applies it. Each group's losses
+    are logged once, from its last stage."""
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+    optimizer = model.optimizer
+    index = model._variable_index()
+    spec = model._spec
+    unreached = unreached_positions(model, index, y)
+    last = {key: s for s, key in enumerate(spec.stages)}
+    # Without terms that update everything, the other terms (regularization)
+    # go with every stage, each reaching its own group's variables.
+    others_everywhere = EVERYTHING not in spec.group_tasks
+    for s, key in enumerate(spec.stages):
+        track = spec.group_tasks[key] if last[key] == s else []
+
+        def forward(probes, key=key, track=track):
+            y_pred = model(x, training=True)
+            losses = _task_losses.for_step(
+                model, x, y, y_pred, sample_weight, True, track, spec.group_tasks[key]
+            )
+            loss = losses.groups.get(key, ops.zeros(()))
+            if others_everywhere and key and EVERYTHING in losses.groups:
+                loss = loss + losses.groups[EVERYTHING]
+            return {key: optimizer.scale_loss(loss)}, (losses, y_pred)
+
+        _, (losses, y_pred), linear = backend.vjp(
+            forward, index.variables, state=_state(model)
+        )
+        if key == EVERYTHING:
+            positions = [i for i in range(len(index.variables)) if i not in unreached]
+        else:
+            positions = index.positions(key)
+        grads = [None] * len(index.variables)
+        for i, grad in zip(positions, linear.pullback({key: 1.0}, positions)[0]):
+            grads[i] = grad
+        gates = label_gates(model, index, y, losses)
+        _gates.apply_gated(optimizer, grads, index.variables, gates)
+        logged = losses.only(track, spec.task_names, s == len(spec.stages) - 1)
+        model._task_losses.total_tracker.update_state(
+            logged, _targets.batch_size(y_pred)
+        )
+    return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
 def gradient_step(model, data):
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     optimizer = model.optimizer
     index = model._variable_index()
     split = model._representation_split()
-    inputs = _inputs.route(x, model.submodels)
     probes = []
     if split is not None:
-        probes = [ops.zeros(shape) for shape in split.probe_shapes(inputs)]
+        probes = [ops.zeros(shape) for shape in split.probe_shapes(model, x)]
     elif not index.shared:
         raise ValueError(
             f"`weighting={model.weighting.name!r}` combines the tasks' "
@@ -77,9 +130,7 @@ def gradient_step(model, data):
         if split is None:
             y_pred = model(x, training=True)
         else:
-            y_pred, representations = split.forward(
-                model.submodels, inputs, probe_values, training=True
-            )
+            y_pred, representations = split.forward(model, x, probe_values, True)
         losses = _task_losses.for_step(model, x, y, y_pred, sample_weight, True)
         outputs = {
             "tasks": optimizer.scale_loss(losses.tasks),
@@ -90,7 +141,7 @@ def gradient_step(model, data):
         return outputs, (losses, y_pred)
 
     outputs, (losses, y_pred), linear = backend.vjp(
-        forward, index.variables, probes, state=state_variables(model)
+        forward, index.variables, probes, state=_state(model)
     )
     if split is None:
         jacobians, _ = linear.jacobian("tasks", index.shared)
@@ -140,16 +191,9 @@ def _logs(model, losses, x, y, y_pred, sample_weight):
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 
-def state_variables(model):
-    """Every variable a step reads or writes (what a JAX step threads)."""
-    optimizer = getattr(model, "optimizer", None)
-    optimizer_variables = optimizer.variables if optimizer else []
-    return (
-        model.trainable_variables
-        + model.non_trainable_variables
-        + list(optimizer_variables)
-        + model.metrics_variables
-    )
+def _state(model):
+    """Every variable of the step, when the backend asks (JAX)."""
+    return functools.partial(_variables.step_state, model)
 
 
 def unreached_positions(model, index, y):
@@ -167,8 +211,8 @@ def unreached_positions(model, index, y):
         for name, submodel in model.submodels.items()
         if (name in targets and spec.losses[name] is not None) or submodel.losses
     ]
-    positions = set(index.positions(reached))
-    return {i for i, users in enumerate(index.users_of) if users and i not in positions}
+    positions = set(index.reached_by(reached))
+    return {i for i, d in enumerate(index.dependents_of) if d and i not in positions}
 
 
 def label_gates(model, index, y, losses):
@@ -188,6 +232,6 @@ def label_gates(model, index, y, losses):
         if spec.missing_label is None and not _targets.is_masked_target(targets[name]):
             continue
         flag = ops.greater(losses.labelled[i], 0.0)
-        for position in index.only_used_by([name]):
+        for position in index.only_reached_by([name]):
             gates[position] = flag
     return gates

@@ -1,5 +1,6 @@
 """The loss of one step, task by task, returned as a value (`StepLosses`)."""
 
+import functools
 from typing import NamedTuple
 
 import keras
@@ -8,6 +9,7 @@ from keras import ops
 from joint_keras import _combine
 from joint_keras import _compat
 from joint_keras import _targets
+from joint_keras import _variables
 from joint_keras import backend
 from joint_keras._trackers import LossTrackers
 from joint_keras._trackers import TotalLoss
@@ -32,7 +34,8 @@ class StepLosses(NamedTuple):
         weights: Tensor `(n,)`, their effective weights.
         raw: Tensor `(n,)`, their unweighted losses on the global batch,
             with no gradient (what a weighting strategy reads).
-        labelled: Tensor `(n,)`, the number of rows with a label for each.
+        labelled: Tensor `(n,)`, the number of rows with a label for each,
+            or `None` when every task had every row labelled.
         others: Scalar tensor, the terms of `total` that are no task
             (regularization, `compute_joint_loss`, a strategy's own term),
             or `None`.
@@ -46,6 +49,52 @@ class StepLosses(NamedTuple):
     raw: object = None
     labelled: object = None
     others: object = None
+
+    def only(self, names, task_names, with_others):
+        """The same losses restricted to the tasks `names` (and the other
+        terms if `with_others`), for logging one group of a step."""
+        keep = [i for i, k in enumerate(self.indices) if task_names[k] in names]
+        others = self.others if with_others else None
+        parts = [] if others is None else [others]
+        if not keep:
+            total = sum(parts[1:], parts[0]) if parts else None
+            return StepLosses(total, {}, others=others)
+        select = ops.array(keep)
+        tasks = ops.take(self.tasks, select)
+        total = sum(parts, ops.sum(tasks))
+        labelled = None if self.labelled is None else ops.take(self.labelled, select)
+        return StepLosses(
+            total,
+            {},
+            tasks,
+            tuple(self.indices[i] for i in keep),
+            ops.take(self.weights, select),
+            ops.take(self.raw, select),
+            labelled,
+            others,
+        )
+
+
+class StepContext(NamedTuple):
+    """What a joint loss declared `with_context=True` gets besides the
+    targets and outputs.
+
+    Attributes:
+        submodels: Read-only dict name -> submodel.
+        inputs: Dict name -> that submodel's entry of the input `x`, for
+            the submodels that take one.
+        state: Callable returning every variable of the step (for
+            `input_gradient` on JAX).
+    """
+
+    submodels: object
+    inputs: dict
+    state: list
+
+    def input_gradient(self, fn, inputs):
+        """The gradient of `sum(fn(inputs))` with respect to `inputs`, on
+        every backend, itself differentiable (a gradient penalty)."""
+        return backend.input_gradient(fn, inputs, self.state)
 
 
 class TaskLosses(keras.losses.Loss):
@@ -71,7 +120,9 @@ class TaskLosses(keras.losses.Loss):
             for name, loss in spec.losses.items()
             if loss is not None
         }
-        self.updates = {term.name: term.updates for term in spec.joint_losses}
+        self.group_of = {
+            name: key for key, tasks in spec.group_tasks.items() for name in tasks
+        }
         self.trackers = LossTrackers(
             self.task_names,
             report_weights=type(weighting).__name__ != "Fixed",
@@ -93,10 +144,20 @@ class TaskLosses(keras.losses.Loss):
     def variables(self):
         return self.trackers.variables
 
-    def __call__(self, y_true, y_pred, sample_weight=None, training=True, others=()):
-        return self.call(y_true, y_pred, sample_weight, training, others)
+    def __call__(self, y_true, y_pred, sample_weight=None, training=True, **kwargs):
+        return self.call(y_true, y_pred, sample_weight, training, **kwargs)
 
-    def call(self, y_true, y_pred, sample_weight=None, training=True, others=()):
+    def call(
+        self,
+        y_true,
+        y_pred,
+        sample_weight=None,
+        training=True,
+        others=(),
+        track=None,
+        tasks=None,
+        context=None,
+    ):
         """Computes the step's losses and updates the trackers.
 
         Args:
@@ -106,14 +167,23 @@ class TaskLosses(keras.losses.Loss):
             training: Python bool.
             others: List of other scalar terms of the total (regularization,
                 `compute_joint_loss`), already scaled per replica.
+            track: Optional collection of the task names whose trackers this
+                call updates (all by default): an alternating step logs each
+                group once, from the pass that updates it.
+            tasks: Optional collection of the task names to compute (all by
+                default): an alternating step's pass computes its group's.
+            context: A `StepContext`, for joint losses that ask for one.
 
         Returns:
             A `StepLosses`.
         """
-        values, labelled = self._task_values(y_true, y_pred, sample_weight)
+        values, labelled = self._task_values(
+            y_true, y_pred, sample_weight, track, tasks, context
+        )
         indices = tuple(k for k, name in enumerate(self.task_names) if name in values)
         names = [self.task_names[k] for k in indices]
-        self.trackers.active = tuple(names)
+        if track is None:
+            self.trackers.active = tuple(names)
         self.trackers.training = training
         groups = {}
         rest = list(others)
@@ -125,14 +195,26 @@ class TaskLosses(keras.losses.Loss):
             raw = backend.cross_replica_sum(ops.stop_gradient(losses))
             weights = self.weighting.step_weights(raw, list(indices), training)
             losses = losses * weights
-            self.trackers.update_weights(names, weights)
-            for i, name in enumerate(names):
-                key = tuple(self.updates.get(name) or EVERYTHING)
-                groups[key] = groups[key] + losses[i] if key in groups else losses[i]
+            self.trackers.update_weights(names, weights, track)
+            keys = {self.group_of[name] for name in names}
+            if len(keys) == 1:  # The common case: one sum.
+                groups[keys.pop()] = ops.sum(losses)
+            else:
+                for i, name in enumerate(names):
+                    key = self.group_of[name]
+                    part = losses[i]
+                    groups[key] = groups[key] + part if key in groups else part
             extra = self.weighting.extra_loss(list(indices))
             if extra is not None:
                 rest.append(_compat.scale_loss_for_distribution(extra))
-            rows = ops.stack([labelled[name] for name in names])
+            if any(labelled[name] is not None for name in names):
+                batch_rows = _targets.batch_size(y_pred)
+                rows = ops.stack(
+                    [
+                        batch_rows if labelled[name] is None else labelled[name]
+                        for name in names
+                    ]
+                )
         others = sum(rest[1:], rest[0]) if rest else None
         if others is not None:
             groups[EVERYTHING] = (
@@ -163,9 +245,10 @@ class TaskLosses(keras.losses.Loss):
         self.trackers.update_weights(names, losses.weights * a)
         return a, b
 
-    def _task_values(self, y_true, y_pred, sample_weight):
+    def _task_values(self, y_true, y_pred, sample_weight, track, tasks, context):
         """Dicts task name -> unweighted loss, and -> labelled rows, for the
-        tasks with a loss in this step."""
+        tasks with a loss in this step (those in `tasks`, if given; trackers
+        updated for `track`)."""
         names = list(self.spec.names)
         joint_names = [term.name for term in self.spec.joint_losses]
         targets = _targets.split(y_true, names, "y")
@@ -175,7 +258,7 @@ class TaskLosses(keras.losses.Loss):
         batch_rows = _targets.batch_size(y_pred)
         values, labelled = {}, {}
         for name, loss in self.losses.items():
-            if name not in targets:
+            if name not in targets or (tasks is not None and name not in tasks):
                 continue
             target, prediction, rows = _targets.mask_unlabelled_rows(
                 targets[name], y_pred[name], self.spec.missing_label
@@ -185,26 +268,33 @@ class TaskLosses(keras.losses.Loss):
             )
             if len(loss.metrics) and name not in self.trackers.outputs:
                 self.trackers.add_output_trackers(name, loss.metrics)
-            rows = batch_rows if rows is None else rows
-            self.trackers.update_loss(
-                name, _compat.unscale_loss_for_distribution(value), rows
-            )
+            if track is None or name in track:
+                self.trackers.update_loss(
+                    name,
+                    _compat.unscale_loss_for_distribution(value),
+                    batch_rows if rows is None else rows,
+                )
             values[name], labelled[name] = value, rows
         shared_weight = None if isinstance(sample_weight, dict) else sample_weight
         for term in self.spec.joint_losses:
+            if tasks is not None and term.name not in tasks:
+                continue
             weight = sample_weights.get(term.name, shared_weight)
             # Like a Keras loss's, scaled per replica under tf.distribute.
-            value = ops.cast(term(y_true, y_pred, weight), self.dtype)
-            self.trackers.update_loss(
-                term.name, _compat.unscale_loss_for_distribution(value), batch_rows
-            )
-            values[term.name], labelled[term.name] = value, batch_rows
+            value = ops.cast(term(y_true, y_pred, weight, context), self.dtype)
+            if track is None or term.name in track:
+                self.trackers.update_loss(
+                    term.name,
+                    _compat.unscale_loss_for_distribution(value),
+                    batch_rows,
+                )
+            values[term.name], labelled[term.name] = value, None
         return values, labelled
 
 
-def step_losses(model, x, y, y_pred, sample_weight, training):
-    """A joint model's `StepLosses`: its compiled tasks, plus its
-    regularization losses and `compute_joint_loss`."""
+def step_losses(model, x, y, y_pred, sample_weight, training, track=None, tasks=None):
+    """A joint model's `StepLosses`: its compiled tasks (those in `tasks`,
+    if given), plus its regularization losses and `compute_joint_loss`."""
     others = [
         _compat.scale_loss_for_distribution(
             ops.sum(ops.cast(loss, keras.backend.floatx()))
@@ -214,14 +304,25 @@ def step_losses(model, x, y, y_pred, sample_weight, training):
     extra = model.compute_joint_loss(x, y, y_pred, sample_weight)
     if extra is not None:
         others.append(_compat.scale_loss_for_distribution(extra))
-    return model._task_losses(y, y_pred, sample_weight, training, others)
+    state = functools.partial(_variables.step_state, model)
+    context = StepContext(model.submodels, model._routed(x), state)
+    return model._task_losses(
+        y,
+        y_pred,
+        sample_weight,
+        training,
+        others=others,
+        track=track,
+        tasks=tasks,
+        context=context,
+    )
 
 
-def for_step(model, x, y, y_pred, sample_weight, training):
+def for_step(model, x, y, y_pred, sample_weight, training, track=None, tasks=None):
     """The step's `StepLosses`. An override of `compute_loss` is honoured,
     as `keras.Model` documents: its total updates every variable it
     reaches."""
     if model._has_custom_loss():
         total = model.compute_loss(x, y, y_pred, sample_weight, training=training)
         return StepLosses(total, {EVERYTHING: total}, others=total)
-    return step_losses(model, x, y, y_pred, sample_weight, training)
+    return step_losses(model, x, y, y_pred, sample_weight, training, track, tasks)

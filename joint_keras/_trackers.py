@@ -65,7 +65,12 @@ class TotalLoss(keras.metrics.Metric):
             losses: The step's `StepLosses`.
             batch_rows: Scalar tensor, the batch size.
         """
-        if losses.indices:
+        if losses.labelled is None:
+            # Every row labelled: the batch total, weighted by the batch
+            # size, as Keras's `loss` tracker does.
+            rest = losses.total if losses.indices else losses.others
+        else:
+            rest = losses.others
             selection = ops.one_hot(
                 ops.array(losses.indices), self.task_sums.shape[0], dtype="float32"
             )
@@ -75,9 +80,9 @@ class TotalLoss(keras.metrics.Metric):
                 ops.matmul(ops.cast(weighted, "float32") * rows, selection)
             )
             self.task_rows.assign_add(ops.matmul(rows, selection))
-        if losses.others is not None:
-            others = _compat.unscale_loss_for_distribution(losses.others)
-            self.rest_sum.assign_add(ops.cast(others, "float32") * batch_rows)
+        if rest is not None:
+            rest = _compat.unscale_loss_for_distribution(rest)
+            self.rest_sum.assign_add(ops.cast(rest, "float32") * batch_rows)
             self.rest_rows.assign_add(batch_rows)
 
     def result(self):
@@ -147,10 +152,11 @@ class LossTrackers(_compat.MetricsList):
     def update_loss(self, name, value, rows):
         self.means[name].update_state(value, sample_weight=rows)
 
-    def update_weights(self, names, values):
+    def update_weights(self, names, values, track=None):
         if self.training and self.weights:
             for i, name in enumerate(names):
-                self.weights[name].update_state(values[i])
+                if track is None or name in track:
+                    self.weights[name].update_state(values[i])
 
     def update_cosines(self, names, cosines):
         for i, a in enumerate(names):

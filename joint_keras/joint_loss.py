@@ -40,6 +40,13 @@ class JointLoss:
             updates. `None` (default) updates every variable it reaches.
             A variable shared with a submodel outside the list is updated
             too: it belongs to a listed submodel.
+        with_context: Bool. If `True`, `fn` is called as
+            `fn(y_true, y_pred, context)`, where `context` gives the
+            submodels (`context.submodels`), each submodel's entry of the
+            input `x` (`context.inputs`), and
+            `context.input_gradient(fn, inputs)`, the gradient of
+            `sum(fn(inputs))` with respect to `inputs` on every backend (a
+            gradient penalty; see `jk.losses.GradientPenalty`).
 
     Example:
 
@@ -56,7 +63,7 @@ class JointLoss:
     ```
     """
 
-    def __init__(self, fn, weight=1.0, name=None, updates=None):
+    def __init__(self, fn, weight=1.0, name=None, updates=None, with_context=False):
         if not callable(fn):
             raise TypeError(
                 f"`fn` must be callable. Received: fn={fn!r} of type "
@@ -66,15 +73,30 @@ class JointLoss:
         self.weight = weight
         self.name = name or _name_of(fn)
         self.updates = _standardize_updates(updates)
+        self.with_context = bool(with_context)
         self._reduction = _PerSampleReduction(name=f"{self.name}_reduction")
 
-    def __call__(self, y_true, y_pred, sample_weight=None):
+    def __call__(self, y_true, y_pred, sample_weight=None, context=None):
         """The term's value, reduced, and scaled per replica under
         `tf.distribute` as Keras losses are."""
-        values = ops.convert_to_tensor(self.fn(y_true, y_pred))
+        if self.with_context:
+            values = self.fn(y_true, y_pred, context)
+        else:
+            values = self.fn(y_true, y_pred)
+        values = ops.convert_to_tensor(values)
         if len(values.shape) == 0:
             return _compat.scale_loss_for_distribution(values)
         return self._reduction(values, values, sample_weight)
+
+    def seed_generators(self):
+        """The `keras.random.SeedGenerator`s this term holds as attributes.
+        The joint model tracks them, so that their draws advance on every
+        backend (JAX included) and are saved."""
+        return [
+            value
+            for value in vars(self).values()
+            if isinstance(value, keras.random.SeedGenerator)
+        ]
 
     def submodel_names(self):
         """The submodel names this term refers to, by argument (checked by
@@ -89,6 +111,7 @@ class JointLoss:
         return {
             "fn": keras.saving.serialize_keras_object(self.fn),
             **self.term_config(),
+            "with_context": self.with_context,
         }
 
     @classmethod

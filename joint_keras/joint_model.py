@@ -13,24 +13,14 @@ from joint_keras import _spec
 from joint_keras import _step
 from joint_keras import backend
 from joint_keras import callbacks as callbacks_module
-from joint_keras._representation import RepresentationSplit
+from joint_keras._graph import SubmodelGraph
+from joint_keras._representation import for_model as representation_for
 from joint_keras._submodel_metrics import SubmodelMetrics
 from joint_keras._task_losses import TaskLosses
 from joint_keras._task_losses import step_losses
 from joint_keras._variables import VariableIndex
 from joint_keras.submodel_optimizer import build_optimizer
 from joint_keras.submodel_optimizer import check_accumulation
-
-
-def _keeps_state(method):
-    """`method` under `backend.keep_state_on_error`."""
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        with backend.keep_state_on_error(self):
-            return method(self, *args, **kwargs)
-
-    return wrapper
 
 
 @keras.saving.register_keras_serializable(package="joint_keras")
@@ -56,6 +46,11 @@ class JointModel(_compat.TrainerFixes, _saving.SavingMixin, keras.Model):
         submodels: Dict mapping a name to a `keras.Model`, or a list of
             models named by their `.name`. A name may not be `"val"` or
             start with `"val_"` (it would collide with validation logs).
+        inputs: Optional dict mapping a submodel name to what it takes as
+            input: another submodel's output (its name), `jk.INPUT` (its
+            entry of `x`, the default), `jk.Noise(shape)`, `jk.Concat(...)`
+            of these, or a list or dict of them. Each submodel runs once
+            per step, after those it reads (a shared trunk computed once).
         **kwargs: Passed to `keras.Model` (for example `name`).
 
     Example:
@@ -73,15 +68,19 @@ class JointModel(_compat.TrainerFixes, _saving.SavingMixin, keras.Model):
     ```
     """
 
-    def __init__(self, submodels, **kwargs):
+    def __init__(self, submodels, inputs=None, **kwargs):
         super().__init__(**kwargs)
         submodels = _serialization.standardize_submodels(submodels)
+        self._graph = SubmodelGraph(list(submodels), inputs)
+        # Tracked, so that noise advances in JAX steps and is saved.
+        self._noise_seeds = [n.seed_generator for n in self._graph.noises]
         # Tracked in name order first: weights files store layers by
         # position, so any dict order of the same names matches.
         self._by_name = [submodels[name] for name in sorted(submodels)]
         self._submodels = submodels
         self._spec = self._weighting = self._task_losses = None
         self._index = self._split = None
+        self._loss_seeds = []
         # Built when its submodels are (it has no variables of its own).
         if all(model.built for model in self._submodels.values()):
             self.built = True
@@ -92,34 +91,26 @@ class JointModel(_compat.TrainerFixes, _saving.SavingMixin, keras.Model):
         return types.MappingProxyType(dict(self._submodels))
 
     def call(self, inputs, training=None):
-        inputs = _inputs.route(inputs, self._submodels)
-        outputs = {}
-        for name, model in self._submodels.items():
-            try:
-                # A frozen submodel (a distillation teacher) runs in
-                # inference mode, as in `keras.distillation.Distiller`.
-                outputs[name] = model(
-                    inputs[name], training=training if model.trainable else False
-                )
-            except ValueError as error:
-                hint = _serialization.shared_layers_hint(self._submodels, name)
-                raise ValueError(
-                    f"Submodel {name!r} could not be called on its input.{hint}"
-                    f"\n{error}"
-                ) from error
-        return outputs
+        return self._forward(inputs, training)[0]
 
-    def predict(self, x, *args, **kwargs):
-        # JAX flattens dicts in sorted key order; keep the submodel order.
-        with backend.keep_state_on_error(self):
-            return self._in_order(super().predict(x, *args, **kwargs))
+    def _routed(self, inputs):
+        """Each submodel's entry of `inputs`, for those that take one."""
+        takers = {n: self._submodels[n] for n in self._graph.takes_input}
+        return _inputs.route(inputs, takers) if takers else {}
 
-    def predict_on_batch(self, x):
-        with backend.keep_state_on_error(self):
-            return self._in_order(super().predict_on_batch(x))
+    def _forward(self, inputs, training, probes=None):
+        """`(outputs, outputs before probes)` of the submodel graph."""
+        routed = self._routed(inputs)
+        shared = all(value is inputs for value in routed.values())
+        fused = None if probes else self._graph.fuse(self._submodels, shared)
+        if fused is not None:
+            return fused.call(inputs if shared else routed, training=training), {}
+        rows = keras.ops.shape(keras.tree.flatten(inputs)[0])[0]
+        hint = functools.partial(_serialization.shared_layers_hint, self._submodels)
+        return self._graph.run(self._submodels, routed, rows, training, probes, hint)
 
-    def _in_order(self, outputs):
-        return {name: outputs[name] for name in self._submodels}
+    predict = backend.keeping_state(keras.Model.predict, in_submodel_order=True)
+    predict_on_batch = backend.keeping_state(keras.Model.predict_on_batch, True)
 
     def export(self, filepath, format="tf_saved_model", input_signature=None, **kw):
         """As `keras.Model.export`; the default `input_signature` is read from
@@ -142,6 +133,7 @@ class JointModel(_compat.TrainerFixes, _saving.SavingMixin, keras.Model):
         update_every=None,
         missing_label=None,
         weighting=None,
+        alternate=None,
     ):
         """Configures the joint model for training.
 
@@ -172,6 +164,12 @@ class JointModel(_compat.TrainerFixes, _saving.SavingMixin, keras.Model):
                 and a batch with none labelled leaves its variables and
                 optimizer state alone.
             weighting: `None`/`"fixed"`, or a strategy from `jk.weighting`.
+            alternate: `None` (default): the groups of joint losses with
+                `updates=` get their gradients from one forward pass and are
+                applied together. `True`, or a list of groups (a submodel
+                name each; `None` for the terms without `updates`), e.g.
+                `["disc"] * 3 + ["gen"]`: applied in turn, each after a
+                fresh forward pass through the submodels already updated.
 
         Raises:
             ValueError, TypeError: for an argument that does not fit the
@@ -182,21 +180,25 @@ class JointModel(_compat.TrainerFixes, _saving.SavingMixin, keras.Model):
             list(self._submodels), _inputs.output_counts(self._submodels), **arguments
         )
         super().compile(
-            optimizer=build_optimizer(optimizer, update_every, self),
+            optimizer=build_optimizer(optimizer, spec, self),
             run_eagerly=run_eagerly,
             steps_per_execution=steps_per_execution,
             jit_compile=jit_compile,
             auto_scale_loss=auto_scale_loss,
         )
         check_accumulation(spec, self.optimizer, optimizer)
-        if self._weighting is not None and self._weighting is not spec.weighting:
-            _compat.untrack_layer(self, self._weighting)
+        for old in [self._weighting, *self._loss_seeds]:
+            if old is not None and old is not spec.weighting:
+                _compat.untrack(self, old)
+        # Tracked, so that a joint loss's random draws advance in JAX steps
+        # and are saved.
+        self._loss_seeds = [g for t in spec.joint_losses for g in t.seed_generators()]
         spec.weighting.build_for_tasks(spec.task_names, spec.base_weights)
         self._weighting, self._spec, self._split = spec.weighting, spec, None
         self._task_losses = TaskLosses(spec, spec.weighting)
         metrics = SubmodelMetrics(spec) if SubmodelMetrics.wanted(spec) else None
         _compat.attach_containers(self, self._task_losses, metrics)
-        self._step = {"gradient": _step.gradient_step}.get(spec.kind, _step.loss_step)
+        self._step = _step.for_kind(spec.kind)
         self.loss = loss
         self._compile_args = {**arguments, "jit_compile": self.jit_compile}
 
@@ -207,14 +209,16 @@ class JointModel(_compat.TrainerFixes, _saving.SavingMixin, keras.Model):
 
     def _variable_index(self):
         # Built again only when the trainable variables change.
-        self._index = VariableIndex.of(self._submodels, self.trainable_variables,
-                                       self._index)  # fmt: skip
+        ancestors = {n: self._graph.ancestors(n) for n in self._submodels}
+        self._index = VariableIndex.of(
+            self._submodels, self.trainable_variables, ancestors, self._index
+        )
         return self._index
 
     def _representation_split(self):
         name = self._weighting.representation
         if name is not None and self._split is None:
-            self._split = RepresentationSplit(self._submodels, name)
+            self._split = representation_for(self, name)
         return self._split
 
     def train_step(self, *args):
@@ -229,9 +233,9 @@ class JointModel(_compat.TrainerFixes, _saving.SavingMixin, keras.Model):
         with backend.keep_state_on_error(self):
             return super().fit(x, y, batch_size, epochs, verbose, callbacks, **kwargs)
 
-    evaluate = _keeps_state(keras.Model.evaluate)
-    train_on_batch = _keeps_state(keras.Model.train_on_batch)
-    test_on_batch = _keeps_state(keras.Model.test_on_batch)
+    evaluate = backend.keeping_state(keras.Model.evaluate)
+    train_on_batch = backend.keeping_state(keras.Model.train_on_batch)
+    test_on_batch = backend.keeping_state(keras.Model.test_on_batch)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
                      training=True):  # fmt: skip
@@ -290,7 +294,8 @@ class JointModel(_compat.TrainerFixes, _saving.SavingMixin, keras.Model):
         self._weighting.assign_task_weights(weights)
 
     def get_config(self):
-        return {**super().get_config(), **_serialization.config(self._submodels)}
+        config = _serialization.config(self._submodels, self._graph)
+        return {**super().get_config(), **config}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):

@@ -249,12 +249,15 @@ def _standardize_update_every(update_every, names):
     return dict(update_every)
 
 
-def build_optimizer(optimizer, update_every, model):
+def build_optimizer(optimizer, spec, model):
     """The optimizer `JointModel.compile()` gives Keras: `optimizer` itself,
-    or a `SubmodelOptimizer` when it is a dict or `update_every` is given
-    (then a copy of `optimizer` for each submodel unless a dict)."""
+    or a `SubmodelOptimizer` when it is a dict, or `update_every` or
+    `alternate` is given (then a copy of `optimizer` for each submodel
+    unless a dict, so that each counts its own updates)."""
     names = list(model.submodels)
-    if not isinstance(optimizer, dict) and update_every is None:
+    update_every = spec.update_every
+    own = update_every is not None or spec.kind == "alternating"
+    if not isinstance(optimizer, dict) and not own:
         return optimizer
     index = model._variable_index()
     if isinstance(optimizer, dict):
@@ -274,7 +277,7 @@ def build_optimizer(optimizer, update_every, model):
         }
     owners = [name for name in names if name in optimizer]
     result = SubmodelOptimizer(optimizer, update_every=update_every)
-    result.assign_owners(lambda v: model._variable_index().first_user(v, owners))
+    result.assign_owners(lambda v: model._variable_index().first_owner(v, owners))
     return result
 
 

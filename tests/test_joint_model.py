@@ -406,3 +406,19 @@ def test_a_frozen_submodel_runs_in_inference_mode():
         x, {"student": np.zeros(64, "int32")}, batch_size=64, verbose=0, shuffle=False
     )
     assert history.history["gap_loss"][0] < 1e-6
+
+
+def test_each_metric_and_state_variable_is_listed_once():
+    # A variable listed twice would be donated twice in a JAX step.
+    joint = jk.JointModel({"model1": make_model("a"), "model2": make_model("b")})
+    joint.compile(optimizer="adam", loss="mse", metrics=["mae"], weighting="dwa")
+    joint.fit(*make_data(), epochs=1, verbose=0)
+    names = [m.name for m in joint.metrics]
+    assert len(names) == len(set(names)), names
+    state = (
+        joint.trainable_variables
+        + joint.non_trainable_variables
+        + list(joint.optimizer.variables)
+        + joint.metrics_variables
+    )
+    assert len({id(v) for v in state}) == len(state)

@@ -20,34 +20,25 @@ def run_step(model, step, args):
     if len(state) == 4:
         groups.append(model.optimizer.variables)
     groups.append(model.metrics_variables)
-    mapping = [
-        (v, value)
-        for variables, values in zip(groups, state)
-        for v, value in zip(variables, values)
-    ]
+    mapping = [(v, x) for vs, xs in zip(groups, state) for v, x in zip(vs, xs)]
     with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
         logs = step(data)
     known = {id(v) for v, _ in mapping}
     if any(key not in known for key in scope.state_mapping):
         raise ValueError(
-            "A variable that the joint model does not track was updated "
-            "during the step (for example the state of a "
-            "`keras.random.SeedGenerator` created outside any layer); on "
-            "JAX its update would be lost. Create it inside a layer or "
-            "submodel, so that it is part of the model's state."
+            "A variable the joint model does not track was updated in the "
+            "step (a `keras.random.SeedGenerator` outside any layer or joint "
+            "loss?): on JAX its update would be lost. Create it in a layer, "
+            "or as an attribute of a `jk.JointLoss` subclass."
         )
-    new_state = tuple(
-        [scope.get_current_value(v) for v in variables] for variables in groups
-    )
-    return logs, new_state
+    return logs, tuple([scope.get_current_value(v) for v in vs] for vs in groups)
 
 
 @contextlib.contextmanager
 def keep_state_on_error(model):
-    """Keras's JAX trainer detaches variables' values while it trains or
-    predicts (to save memory) and reattaches them at the end; an error
-    raised in a step (a bad input found while tracing) would leave them
-    detached, and the model's weights lost. Reattach them then."""
+    """Keras's JAX trainer detaches variables' values while it runs (to save
+    memory) and reattaches them at the end: a step that raises (a bad input
+    found while tracing) would lose the model's weights. Reattach them."""
     optimizer = getattr(model, "optimizer", None)
     optimizer_variables = list(optimizer.variables) if optimizer else []
     variables = model.variables + optimizer_variables + model.metrics_variables
@@ -61,24 +52,12 @@ def keep_state_on_error(model):
         raise
 
 
-def vjp(fn, variables, probes=(), state=()):
-    """Linearizes `fn(probes)` at the current values of `variables`.
-
-    Args:
-        fn: Callable `fn(probes) -> (outputs, aux)`, `outputs` a dict of
-            tensors to differentiate. It may read and assign any variable
-            in `state`; its assignments are kept.
-        variables: List of the `keras.Variable`s to differentiate for.
-        probes: List of zero tensors `fn` adds to intermediate values, to
-            differentiate for those values.
-        state: Every variable of the step (all of the model's, the
-            optimizer's and the metrics').
-
-    Returns:
-        `(outputs, aux, Linearization)`.
-    """
+def vjp(fn, variables, probes=(), state=list):
+    """Linearizes `fn(probes)` at the current values of `variables` (see
+    `tensorflow.vjp`). `fn` may read and assign any variable in `state()`
+    (every variable of the step); its assignments are kept."""
     ids = {id(v) for v in variables}
-    others = [v for v in state if id(v) not in ids]
+    others = [v for v in state() if id(v) not in ids]
     current = [(v, v.value) for v in others]
 
     def pure(values, probe_values):
@@ -122,6 +101,24 @@ class Linearization:
             lambda row: self.vjp_fn(self._full({key: row}))
         )(jnp.eye(output.shape[0], dtype=output.dtype))
         return [grads[i] for i in indices], list(probe_grads)
+
+
+def input_gradient(fn, inputs, state=list):
+    """The gradient of `sum(fn(inputs))` with respect to `inputs`, itself
+    differentiable (`jax.grad` inside the step's trace, for a gradient
+    penalty). `fn` may update any variable in `state()`; the updates are
+    kept."""
+    current = [(v, v.value) for v in state()]
+
+    def total(values):
+        with keras.StatelessScope(state_mapping=current, collect_losses=True) as scope:
+            outputs = fn(values)
+        return jnp.sum(outputs), [scope.get_current_value(v) for v, _ in current]
+
+    grad, updates = jax.grad(total, has_aux=True)(inputs)
+    for (v, _), value in zip(current, updates):
+        v.assign(value)
+    return grad
 
 
 def apply(optimizer, grads, variables):

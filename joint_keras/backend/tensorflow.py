@@ -18,7 +18,7 @@ def keep_state_on_error(model):
     return contextlib.nullcontext()
 
 
-def vjp(fn, variables, probes=(), state=()):
+def vjp(fn, variables, probes=(), state=None):
     """Runs `fn(probes)` under a persistent tape.
 
     Args:
@@ -27,7 +27,7 @@ def vjp(fn, variables, probes=(), state=()):
         variables: List of the `keras.Variable`s to differentiate for.
         probes: List of tensors `fn` adds to intermediate values, to
             differentiate for those values.
-        state: Unused here (JAX needs the step's state variables).
+        state: Unused here (JAX calls it for the step's variables).
 
     Returns:
         `(outputs, aux, Linearization)`.
@@ -79,6 +79,16 @@ class Linearization:
 def _like(cotangent, output):
     cotangent = tf.cast(cotangent, output.dtype)
     return tf.broadcast_to(cotangent, tf.shape(output))
+
+
+def input_gradient(fn, inputs, state=None):
+    """The gradient of `sum(fn(inputs))` with respect to `inputs`, itself
+    differentiable (under the step's tape, for a gradient penalty)."""
+    del state
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        outputs = fn(inputs)
+    return tape.gradient(outputs, inputs)
 
 
 def apply(optimizer, grads, variables):

@@ -16,7 +16,7 @@ def keep_state_on_error(model):
     return contextlib.nullcontext()
 
 
-def vjp(fn, variables, probes=(), state=()):
+def vjp(fn, variables, probes=(), state=None):
     """Runs `fn(probes)` once; see `tensorflow.vjp` for the contract."""
     del state
     probes = [p.detach().requires_grad_(True) for p in probes]
@@ -68,6 +68,17 @@ class Linearization:
             for g, s in zip(grads, sources)
         ]
         return rows[: len(indices)], rows[len(indices) :]
+
+
+def input_gradient(fn, inputs, state=None):
+    """The gradient of `sum(fn(inputs))` with respect to `inputs`, itself
+    differentiable (`create_graph=True`, for a gradient penalty)."""
+    del state
+    if not inputs.requires_grad:
+        inputs = inputs.detach().requires_grad_(True)
+    outputs = fn(inputs)
+    (grad,) = torch.autograd.grad(outputs.sum(), inputs, create_graph=True)
+    return grad
 
 
 def apply(optimizer, grads, variables):

@@ -140,6 +140,22 @@ def build(case):
     elif case == "missing_labels":
         model = jk.JointModel({"a": mlp("a"), "b": mlp("b")})
         model.compile(optimizer="adam", loss="mse", missing_label="nan")
+    elif case == "graph_trunk":
+        trunk = keras.Sequential(
+            [keras.Input((4,)), keras.layers.Dense(5, activation="tanh"),
+             keras.layers.BatchNormalization()], name="trunk")  # fmt: skip
+        heads = {
+            n: keras.Sequential([keras.Input((5,)), keras.layers.Dense(2)], name=n)
+            for n in ("a", "b")
+        }
+        graph = {"a": "trunk", "b": "trunk"}
+        model = jk.JointModel({"trunk": trunk, **heads}, inputs=graph)
+        model.compile(
+            optimizer="adam",
+            loss={"a": "mse", "b": "mse"},
+            loss_weights={"a": 1.0, "b": 0.2},
+            weighting=jk.weighting.PCGrad(representation="trunk", seed=2),
+        )
     elif case == "multi_output":
         model = jk.JointModel({"two": two_outputs(), "b": mlp("b")})
         model.compile(
@@ -165,6 +181,7 @@ CASES = (
     "gradnorm",
     "upgrad_trunk",
     "missing_labels",
+    "graph_trunk",
     "multi_output",
 )
 
