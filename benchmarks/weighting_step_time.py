@@ -8,7 +8,10 @@ python -m benchmarks.weighting_step_time [--tasks 2 4 8] [--steps 64]
 The model is the usual hard-parameter-sharing one: a shared trunk (a nested
 model "trunk" of two Dense(256, relu) layers on 64 inputs) and one Dense(1)
 head per task, batch 128, SGD. `name@trunk` is the strategy on the trunk's
-output (`representation="trunk"`). Each backend runs in its own process;
+output (`representation="trunk"`); `name/vectorized` and `name/sequential`
+force how the per-task gradients are computed (`per_task_gradients`:
+`sequential` is one backward pass per task, LibMTL's method; the default
+chooses per backend and device). Each backend runs in its own process;
 each configuration is timed over `--steps` training steps (after a warm-up
 epoch that compiles the step), and the median of `--repeats` runs is
 reported, with its ratio to fixed weighting on the same backend and number
@@ -24,14 +27,28 @@ STRATEGIES = (
     "uncertainty",
     "dwa",
     "rlw",
+    "famo",
     "gradnorm",
     "pcgrad",
-    "cagrad",
+    "graddrop",
     "mgda",
     "upgrad",
+    "dualproj",
+    "cagrad",
+    "imtlg",
+    "aligned_mtl",
+    "config",
+    "gradvac",
+    "nash_mtl",
+    "fairgrad",
+    "dbmtl",
+    "mgda/vectorized",
+    "mgda/sequential",
     "pcgrad@trunk",
     "mgda@trunk",
     "upgrad@trunk",
+    "mgda@trunk/vectorized",
+    "mgda@trunk/sequential",
 )
 BATCH = 128
 
@@ -71,9 +88,12 @@ def time_strategy(strategy, num_tasks, steps, repeats):
 
     keras.utils.set_random_seed(0)
     model = shared_trunk_model(num_tasks)
-    if "@" in strategy:  # "pcgrad@trunk": on the trunk's output
-        name, layer = strategy.split("@")
-        strategy = type(jk.weighting.get(name))(representation=layer)
+    name, _, mode = strategy.partition("/")  # "mgda/sequential"
+    name, _, layer = name.partition("@")  # "pcgrad@trunk": the trunk's output
+    if layer or mode:
+        strategy = type(jk.weighting.get(name))(
+            representation=layer or None, per_task_gradients=mode or "auto"
+        )
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse", weighting=strategy)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(BATCH * steps, 64)).astype("float32")

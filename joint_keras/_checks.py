@@ -45,8 +45,7 @@ def check_task_weights(weights, task_names):
     `compile()` checks `loss_weights`."""
     if not isinstance(weights, dict):
         raise TypeError(
-            "Task weights must be a dict task name -> weight. "
-            f"Received: {weights!r}"
+            f"Task weights must be a dict task name -> weight. Received: {weights!r}"
         )
     unknown = [name for name in weights if name not in task_names]
     if unknown:
@@ -78,5 +77,3 @@ def check_name(name, kind):
             f"The {kind.lower()} name {name!r} would collide with validation "
             "logs (`val_...`). Choose another name."
         )
-
-

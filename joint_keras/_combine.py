@@ -2,15 +2,16 @@
 to the strategy's coefficients, in `keras.ops`.
 
 With `L` the vector of weighted task losses, `J` its Jacobian on the shared
-variables (or the shared representation) and `(a, b)` the strategy's
-coefficients, the update direction is
+variables (or the shared representation), and the strategy's update `u` on
+them (`a @ J` for coefficients `a`; GradDrop gives `u` directly) and
+coefficients `b` for the others, the update direction is
 
-    shared variables:  a @ J   (+ the gradient of the other terms)
+    shared variables:  u   (+ the gradient of the other terms)
     other variables:   gradient of  b @ L + other terms
 
 where "other terms" are the regularization losses and any
 `compute_joint_loss`. The step computes the second line as one ordinary
-gradient of `total + (b - 1) @ L` and adds `(a - b) @ J` on the shared
+gradient of `total + (b - 1) @ L` and adds `u - b @ J` on the shared
 variables, so no task needs a separate full backward pass.
 """
 
@@ -59,3 +60,22 @@ def cosine_matrix(gram):
 def mix(coefficient, jacobian):
     """`sum_k coefficient[k] * jacobian[k]`, in the jacobian's dtype."""
     return ops.tensordot(ops.cast(coefficient, jacobian.dtype), jacobian, axes=1)
+
+
+def vectorized(per_task_gradients, num_tasks, at_representation):
+    """Whether the step computes the `num_tasks` per-task gradients in one
+    vectorized pass (else one backward pass per task), for a strategy's
+    `per_task_gradients`.
+
+    On `"auto"`, as measured on CPU by `benchmarks/weighting_step_time.py`
+    (README): on the shared variables one pass per task is never slower
+    on any backend (and 2.3x faster with JAX at 8 tasks); at a shared
+    representation the vectorized pass is faster from 4 tasks on. On a GPU
+    or TPU, the vectorized pass (one large batched product rather than
+    several small ones; not measured here).
+    """
+    if per_task_gradients != "auto":
+        return per_task_gradients == "vectorized"
+    if backend.accelerated():
+        return True
+    return at_representation and num_tasks > 2

@@ -302,6 +302,7 @@ class SubmodelGraph:
             for name, source in self.given.items()
         }
 
+
 def _declared_input(model):
     """A functional or `Sequential` model's input tensor(s), or `None`."""
     try:

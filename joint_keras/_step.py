@@ -143,31 +143,36 @@ def gradient_step(model, data):
     outputs, (losses, y_pred), linear = backend.vjp(
         forward, index.variables, probes, state=_state(model)
     )
+    vectorized = _combine.vectorized(
+        model._task_losses.weighting.per_task_gradients,
+        len(losses.indices),
+        at_representation=split is not None,
+    )
     if split is None:
-        jacobians, _ = linear.jacobian("tasks", index.shared)
+        jacobians, _ = linear.jacobian("tasks", index.shared, vectorized)
     else:
-        _, copies = linear.jacobian("tasks", [])
+        _, copies = linear.jacobian("tasks", [], vectorized)
         # Each split submodel's representation is the same: sum per task.
         jacobians = [sum(copies[1:], copies[0])]
     loss_scale = optimizer.scale_loss(ops.ones((), dtype="float32"))
     gram = _combine.gram_matrix(
         jacobians, len(losses.indices), loss_scale, per_replica_rows=bool(probes)
     )
-    a, b = model._task_losses.combine(gram, losses)
-    # The gradient of `total + (b - 1) @ L`, plus `(a - b) @ J` on the shared
-    # variables, or pushed back through the trunk from its output.
+    updates, b = model._task_losses.combine(gram, jacobians, losses)
+    # The gradient of `total + (b - 1) @ L`, plus `update - b @ J` on the
+    # shared variables, or pushed back through the trunk from its output.
+    corrections = [u - _combine.mix(b, j) for u, j in zip(updates, jacobians)]
     cotangents = {"tasks": ops.cast(b, outputs["tasks"].dtype) - 1.0, "total": 1.0}
     if split is not None:
-        cotangents["representation"] = _combine.mix(a - b, jacobians[0])
+        cotangents["representation"] = corrections[0]
     unreached = unreached_positions(model, index, y)
     positions = [i for i in range(len(index.variables)) if i not in unreached]
     grads = [None] * len(index.variables)
     for i, grad in zip(positions, linear.pullback(cotangents, positions)[0]):
         grads[i] = grad
     if split is None:
-        for jacobian, i in zip(jacobians, index.shared):
-            mixed = _combine.mix(a - b, jacobian)
-            grads[i] = mixed if grads[i] is None else grads[i] + mixed
+        for correction, i in zip(corrections, index.shared):
+            grads[i] = correction if grads[i] is None else grads[i] + correction
     return _finish(model, index, grads, losses, x, y, y_pred, sample_weight)
 
 
@@ -185,9 +190,7 @@ def _finish(model, index, grads, losses, x, y, y_pred, sample_weight):
 
 
 def _logs(model, losses, x, y, y_pred, sample_weight):
-    model._task_losses.total_tracker.update_state(
-        losses, _targets.batch_size(y_pred)
-    )
+    model._task_losses.total_tracker.update_state(losses, _targets.batch_size(y_pred))
     return model.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 

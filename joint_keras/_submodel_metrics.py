@@ -176,8 +176,10 @@ def _for_output(metrics, path, index):
     applies to every output."""
     if isinstance(metrics, dict):
         return metrics.get(path[0])
-    if isinstance(metrics, (list, tuple)) and metrics and all(
-        isinstance(m, (list, tuple)) or m is None for m in metrics
+    if (
+        isinstance(metrics, (list, tuple))
+        and metrics
+        and all(isinstance(m, (list, tuple)) or m is None for m in metrics)
     ):
         return metrics[index]
     return metrics

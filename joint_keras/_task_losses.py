@@ -231,19 +231,30 @@ class TaskLosses(keras.losses.Loss):
         total = sum(parts[1:], parts[0])
         return StepLosses(total, groups, losses, indices, weights, raw, rows, others)
 
-    def combine(self, gram, losses):
-        """A gradient-level strategy's coefficients `(a, b)` for this step,
-        from the Gram matrix of the active tasks' gradients; logs their
-        cosines and the effective weights."""
+    def combine(self, gram, jacobians, losses):
+        """A gradient-level strategy's update for this step, from the
+        active tasks' per-task gradients `jacobians` (one tensor `(n,
+        *shape)` per shared tensor) and their Gram matrix; logs their
+        cosines and the effective weights.
+
+        Returns:
+            `(updates, b)`: the update on each shared tensor, and the
+            coefficients of the task gradients on the other variables.
+        """
         names = [self.task_names[k] for k in losses.indices]
+        indices = list(losses.indices)
         self.trackers.update_cosines(names, _combine.cosine_matrix(gram))
-        coefficients = self.weighting.coefficients(
-            gram, losses.raw, list(losses.indices), training=True
-        )
-        a = ops.stop_gradient(coefficients.shared)
-        b = ops.stop_gradient(coefficients.other)
-        self.trackers.update_weights(names, losses.weights * a)
-        return a, b
+        combined = self.weighting.combine(jacobians, losses.raw, indices, True)
+        if combined is None:
+            coefficients = self.weighting.coefficients(gram, losses.raw, indices, True)
+            a = ops.stop_gradient(coefficients.shared)
+            self.trackers.update_weights(names, losses.weights * a)
+            updates = [_combine.mix(a, j) for j in jacobians]
+            b = coefficients.other
+        else:
+            updates, b = combined
+        updates = [ops.stop_gradient(u) for u in updates]
+        return updates, ops.stop_gradient(b)
 
     def _task_values(self, y_true, y_pred, sample_weight, track, tasks, context):
         """Dicts task name -> unweighted loss, and -> labelled rows, for the

@@ -78,8 +78,8 @@ class JointModel(_compat.TrainerFixes, _saving.SavingMixin, keras.Model):
         # position, so any dict order of the same names matches.
         self._by_name = [submodels[name] for name in sorted(submodels)]
         self._submodels = submodels
-        self._spec = self._weighting = self._task_losses = None
-        self._index = self._split = None
+        self._spec = self._weighting = self._task_losses = self._index = None
+        self._split = None
         self._loss_seeds = []
         # Built when its submodels are (it has no variables of its own).
         if all(model.built for model in self._submodels.values()):
@@ -190,8 +190,7 @@ class JointModel(_compat.TrainerFixes, _saving.SavingMixin, keras.Model):
         for old in [self._weighting, *self._loss_seeds]:
             if old is not None and old is not spec.weighting:
                 _compat.untrack(self, old)
-        # Tracked, so that a joint loss's random draws advance in JAX steps
-        # and are saved.
+        # Tracked: a joint loss's random draws advance in JAX steps, are saved.
         self._loss_seeds = [g for t in spec.joint_losses for g in t.seed_generators()]
         spec.weighting.build_for_tasks(spec.task_names, spec.base_weights)
         self._weighting, self._spec, self._split = spec.weighting, spec, None
@@ -286,11 +285,8 @@ class JointModel(_compat.TrainerFixes, _saving.SavingMixin, keras.Model):
 
     def set_task_weights(self, weights):
         """Sets some tasks' weights (a dict name -> non-negative finite
-        number) from the next step on, without recompiling.
-
-        Raises:
-            ValueError, TypeError: for an unknown task or a bad weight.
-        """
+        number) from the next step on, without recompiling. Raises
+        `ValueError` or `TypeError` for an unknown task or a bad weight."""
         self._weighting.assign_task_weights(weights)
 
     def get_config(self):
@@ -300,4 +296,3 @@ class JointModel(_compat.TrainerFixes, _saving.SavingMixin, keras.Model):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         return cls(**_serialization.from_config(config, custom_objects))
-

@@ -3,13 +3,15 @@
 They are timed by hand (see the README), never asserted on here.
 """
 
+from benchmarks import combine_step
+from benchmarks import shared_trunk
 from benchmarks import step_time
 from benchmarks import weighting_step_time
 from tests.conftest import BACKEND
 
 
 def test_weighting_step_time_runs_and_prints_its_table(capsys):
-    strategies = ["fixed", "pcgrad", "upgrad@trunk"]
+    strategies = ["fixed", "pcgrad", "upgrad@trunk", "mgda/sequential"]
     results = weighting_step_time.main(
         ["--tasks", "2", "3", "--steps", "2", "--repeats", "1"]
         + ["--strategies", *strategies, "--backends", BACKEND]
@@ -37,3 +39,23 @@ def test_step_time_runs_every_contender_and_prints_its_table(capsys):
         assert by_contender["small/hand compiled"]["1"] > 0
     table = capsys.readouterr().out
     assert f"| {BACKEND} | small | joint |" in table
+
+
+def test_combine_step_times_every_gradient_level_strategy(capsys):
+    results = combine_step.main(
+        ["--tasks", "2", "3", "--calls", "2", "--backends", BACKEND]
+    )
+    names = {"call overhead", *combine_step.STRATEGIES}
+    assert set(results[BACKEND]) == {f"{k}/{s}" for k in (2, 3) for s in names}
+    assert all(seconds > 0 for seconds in results[BACKEND].values())
+    assert "| gradvac |" in capsys.readouterr().out
+
+
+def test_shared_trunk_runs_both_contenders_and_prints_its_table(capsys):
+    results = shared_trunk.main(
+        ["--steps", "2", "--repeats", "1", "--backends", BACKEND]
+    )
+    spes = (1,) if BACKEND == "torch" else (1, 16)
+    for contender in ("functional", "joint"):
+        assert all(results[BACKEND][f"{contender}/{spe}"] > 0 for spe in spes)
+    assert f"| {BACKEND} | 1 |" in capsys.readouterr().out

@@ -201,9 +201,7 @@ def test_a_compute_loss_override_is_honoured():
     def total():
         pa, pb = a(x), b(x)
         mse = keras.losses.mean_squared_error
-        return (
-            ops.mean(mse(y, pa)) + ops.mean(mse(y, pb)) + 0.5 * ops.mean(pa**2)
-        )
+        return ops.mean(mse(y, pa)) + ops.mean(mse(y, pb)) + 0.5 * ops.mean(pa**2)
 
     want_loss, want_weights = reference.sgd_step(total, variables, 0.1)
     joint = WithComputeLoss({"a": a, "b": b})

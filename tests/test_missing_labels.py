@@ -154,9 +154,7 @@ def test_a_batch_without_labels_leaves_variables_and_optimizer_state(
     for got, want in zip(optimizer_state(joint.optimizer, b), state_before):
         np.testing.assert_array_equal(got, want)
     assert state_before, "the optimizer keeps state for b"
-    assert any(
-        not np.allclose(g, w) for g, w in zip(reference.weights_of(a), a_before)
-    )
+    assert any(not np.allclose(g, w) for g, w in zip(reference.weights_of(a), a_before))
 
 
 def test_logged_losses_are_means_over_labelled_rows():

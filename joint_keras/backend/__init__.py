@@ -10,7 +10,7 @@ functions:
 - `vjp(fn, variables, probes=(), state=None)`: runs the forward pass
   `fn(probes) -> (outputs, aux)` once and returns `(outputs, aux,
   linearization)`, whose `pullback(cotangents, indices)` and
-  `jacobian(key, indices)` give gradients from that one pass. `state` is a
+  `jacobian(key, indices, vectorized)` give gradients from that one pass. `state` is a
   callable returning every variable of the step (JAX threads them).
 - `input_gradient(fn, inputs, state=None)`: the gradient of `sum(fn(inputs))`
   with respect to `inputs`, itself differentiable (a gradient penalty).
@@ -19,6 +19,7 @@ functions:
   step (the identity elsewhere).
 - `keep_state_on_error(model)`: a context manager that keeps the model's
   variables when a step raises (JAX; a no-op elsewhere).
+- `accelerated()`: whether steps run on a GPU or TPU rather than the CPU.
 """
 
 import functools
@@ -34,7 +35,7 @@ apply = _module.apply
 input_gradient = _module.input_gradient
 cross_replica_sum = _module.cross_replica_sum
 keep_state_on_error = _module.keep_state_on_error
-
+accelerated = _module.accelerated
 
 
 def keeping_state(method, in_submodel_order=False):
@@ -54,6 +55,7 @@ def keeping_state(method, in_submodel_order=False):
 
 
 __all__ = [
+    "accelerated",
     "apply",
     "cross_replica_sum",
     "input_gradient",

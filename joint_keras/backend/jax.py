@@ -92,14 +92,18 @@ class Linearization:
         grads, probe_grads = self.vjp_fn(self._full(cotangents))
         return [grads[i] for i in indices], list(probe_grads)
 
-    def jacobian(self, key, indices):
+    def jacobian(self, key, indices, vectorized=True):
         """Per-row gradients `(rows, *shape)` of the vector `outputs[key]`
         for `variables[indices]` and every probe: all rows' VJPs at once
-        under `jax.vmap`."""
+        under `jax.vmap`, or one after another."""
         output = self.outputs[key]
-        grads, probe_grads = jax.vmap(
-            lambda row: self.vjp_fn(self._full({key: row}))
-        )(jnp.eye(output.shape[0], dtype=output.dtype))
+        rows = jnp.eye(output.shape[0], dtype=output.dtype)
+        row_vjp = lambda row: self.vjp_fn(self._full({key: row}))  # noqa: E731
+        if vectorized:
+            grads, probe_grads = jax.vmap(row_vjp)(rows)
+        else:
+            each = [row_vjp(row) for row in rows]
+            grads, probe_grads = jax.tree.map(lambda *g: jnp.stack(g), *each)
         return [grads[i] for i in indices], list(probe_grads)
 
 
@@ -127,13 +131,10 @@ def apply(optimizer, grads, variables):
         # Its stateful `apply` assigns inside `ops.cond` branches, which
         # `jax.jit` cannot trace: use its stateless form, as Keras does.
         new_variables, new_state = optimizer.stateless_apply(
-            [v.value for v in optimizer.variables],
-            grads,
-            [v.value for v in variables],
+            [v.value for v in optimizer.variables], grads, [v.value for v in variables]
         )
-        for v, value in zip(variables, new_variables):
-            v.assign(value)
-        for v, value in zip(optimizer.variables, new_state):
+        targets = [*variables, *optimizer.variables]
+        for v, value in zip(targets, [*new_variables, *new_state]):
             v.assign(value)
         return
     pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
@@ -142,3 +143,8 @@ def apply(optimizer, grads, variables):
 
 def cross_replica_sum(x):
     return x
+
+
+def accelerated():
+    """Whether the step runs on a GPU or TPU rather than the CPU."""
+    return jax.default_backend() != "cpu"

@@ -60,14 +60,14 @@ class Linearization:
         )
         return grads[: len(indices)], grads[len(indices) :]
 
-    def jacobian(self, key, indices):
+    def jacobian(self, key, indices, vectorized=True):
         """Per-row gradients `(rows, *shape)` of the vector `outputs[key]`
-        for `variables[indices]` and every probe, in one vectorized pass
-        (`pfor`; a loop where `pfor` cannot convert an op)."""
+        for `variables[indices]` and every probe: in one vectorized pass
+        (`pfor`; a loop where `pfor` cannot convert an op), or a loop."""
         sources = [self.variables[i] for i in indices] + self.probes
         try:
             rows = self.tape.jacobian(
-                self.outputs[key], sources, experimental_use_pfor=True
+                self.outputs[key], sources, experimental_use_pfor=vectorized
             )
         except (ValueError, NotImplementedError, TypeError):
             rows = self.tape.jacobian(
@@ -103,3 +103,10 @@ def cross_replica_sum(x):
     if context is None or context.num_replicas_in_sync == 1:
         return x
     return context.all_reduce(tf.distribute.ReduceOp.SUM, x)
+
+
+def accelerated():
+    """Whether the step runs on a GPU or TPU rather than the CPU."""
+    return bool(
+        tf.config.list_logical_devices("GPU") + tf.config.list_logical_devices("TPU")
+    )

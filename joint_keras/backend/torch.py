@@ -55,14 +55,18 @@ class Linearization:
         grads = list(self._grad(outputs, sources, grad_outputs))
         return grads[: len(indices)], grads[len(indices) :]
 
-    def jacobian(self, key, indices):
+    def jacobian(self, key, indices, vectorized=True):
         """Per-row gradients `(rows, *shape)` of the vector `outputs[key]`
-        for `variables[indices]` and every probe, in one batched backward
-        pass."""
+        for `variables[indices]` and every probe: in one batched backward
+        pass, or one backward pass per row."""
         output = self.outputs[key]
         basis = torch.eye(output.shape[0], dtype=output.dtype, device=output.device)
         sources = [self.variables[i].value for i in indices] + self.probes
-        grads = self._grad([output], sources, [basis], batched=True)
+        if vectorized:
+            grads = self._grad([output], sources, [basis], batched=True)
+        else:
+            each = [self._grad([output], sources, [row]) for row in basis]
+            grads = [None if g[0] is None else torch.stack(g) for g in zip(*each)]
         rows = [
             g if g is not None else torch.zeros((len(basis),) + s.shape).to(s)
             for g, s in zip(grads, sources)
@@ -90,3 +94,9 @@ def apply(optimizer, grads, variables):
 
 def cross_replica_sum(x):
     return x
+
+
+def accelerated():
+    """Whether the step runs on a GPU rather than the CPU (Keras puts
+    tensors on CUDA or MPS when there is one)."""
+    return torch.cuda.is_available() or torch.backends.mps.is_available()

@@ -6,13 +6,23 @@ Loss-level strategies change the weights of the summed objective; gradient
 share.
 """
 
+from joint_keras.weighting.aligned_mtl import AlignedMTL
 from joint_keras.weighting.base import Coefficients
 from joint_keras.weighting.base import Weighting
 from joint_keras.weighting.cagrad import CAGrad
+from joint_keras.weighting.config import ConFIG
+from joint_keras.weighting.dbmtl import DBMTL
+from joint_keras.weighting.dualproj import DualProj
 from joint_keras.weighting.dwa import DWA
+from joint_keras.weighting.fairgrad import FairGrad
+from joint_keras.weighting.famo import FAMO
 from joint_keras.weighting.fixed import Fixed
+from joint_keras.weighting.graddrop import GradDrop
 from joint_keras.weighting.gradnorm import GradNorm
+from joint_keras.weighting.gradvac import GradVac
+from joint_keras.weighting.imtlg import IMTLG
 from joint_keras.weighting.mgda import MGDA
+from joint_keras.weighting.nash_mtl import NashMTL
 from joint_keras.weighting.pcgrad import PCGrad
 from joint_keras.weighting.rlw import RLW
 from joint_keras.weighting.uncertainty import Uncertainty
@@ -24,10 +34,20 @@ _BY_NAME = {
     "dwa": DWA,
     "rlw": RLW,
     "gradnorm": GradNorm,
+    "graddrop": GradDrop,
     "pcgrad": PCGrad,
     "cagrad": CAGrad,
     "mgda": MGDA,
     "upgrad": UPGrad,
+    "dualproj": DualProj,
+    "imtlg": IMTLG,
+    "aligned_mtl": AlignedMTL,
+    "nash_mtl": NashMTL,
+    "config": ConFIG,
+    "gradvac": GradVac,
+    "fairgrad": FairGrad,
+    "famo": FAMO,
+    "dbmtl": DBMTL,
 }
 
 
@@ -56,14 +76,24 @@ def get(identifier):
 
 
 __all__ = [
+    "AlignedMTL",
     "CAGrad",
     "Coefficients",
+    "ConFIG",
+    "DBMTL",
     "DWA",
-    "MGDA",
-    "RLW",
+    "DualProj",
+    "FAMO",
+    "FairGrad",
     "Fixed",
+    "GradDrop",
     "GradNorm",
+    "GradVac",
+    "IMTLG",
+    "MGDA",
+    "NashMTL",
     "PCGrad",
+    "RLW",
     "UPGrad",
     "Uncertainty",
     "Weighting",

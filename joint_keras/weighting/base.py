@@ -8,6 +8,8 @@ from keras import ops
 
 from joint_keras._checks import check_task_weights
 
+PER_TASK_GRADIENTS = ("auto", "vectorized", "sequential")
+
 
 class Coefficients(NamedTuple):
     """How a gradient-level strategy combines the per-task gradients `g_k`:
@@ -52,22 +54,40 @@ class Weighting(keras.layers.Layer):
         representation: Optional name of the shared layer (or nested model)
             whose output is the shared representation; gradient-level
             strategies only.
+        per_task_gradients: How a gradient-level strategy gets the per-task
+            gradients: `"vectorized"` (all tasks' backward passes at once:
+            `jax.vmap`, TensorFlow's `pfor`, PyTorch's batched
+            `autograd.grad`), `"sequential"` (one backward pass per task
+            through the recorded forward pass, as LibMTL does), or
+            `"auto"` (the default: whichever measured faster on the
+            backend and device, see `benchmarks/weighting_step_time.py`).
+            The gradients are the same either way.
         **kwargs: Passed to `keras.layers.Layer` (for example `name`).
     """
 
     gradient_level = False
     needs_epoch_end = False
 
-    def __init__(self, representation=None, **kwargs):
+    def __init__(self, representation=None, per_task_gradients="auto", **kwargs):
         kwargs.setdefault("trainable", True)
         super().__init__(**kwargs)
-        if representation is not None and not self.gradient_level:
+        for arg, value, default in (
+            ("representation", representation, None),
+            ("per_task_gradients", per_task_gradients, "auto"),
+        ):
+            if value != default and not self.gradient_level:
+                raise ValueError(
+                    f"`{arg}` applies to gradient-level strategies; "
+                    f"{type(self).__name__} weights losses. Received: "
+                    f"{arg}={value!r}"
+                )
+        if per_task_gradients not in PER_TASK_GRADIENTS:
             raise ValueError(
-                f"`representation` applies to gradient-level strategies; "
-                f"{type(self).__name__} weights losses. Received: "
-                f"representation={representation!r}"
+                f"`per_task_gradients` must be one of {PER_TASK_GRADIENTS}. "
+                f"Received: per_task_gradients={per_task_gradients!r}"
             )
         self.representation = representation
+        self.per_task_gradients = per_task_gradients
         self.task_names = []
 
     def build_for_tasks(self, task_names, base_weights):
@@ -162,6 +182,24 @@ class Weighting(keras.layers.Layer):
         """
         raise NotImplementedError
 
+    def combine(self, jacobians, losses, indices, training):
+        """Gradient-level strategies that need the per-task gradients
+        themselves, not only their Gram matrix (GradDrop), override this.
+
+        Args:
+            jacobians: List of tensors `(n, *shape)`, the per-task gradients
+                on each shared variable (or the representation).
+            losses, indices, training: As in `step_weights`.
+
+        Returns:
+            `None` (the default: `coefficients` is used), or a tuple
+            `(updates, other)`: the update direction on each shared tensor
+            (a list like `jacobians`, without the task axis) and the
+            coefficients `(n,)` of the task gradients on the other
+            variables.
+        """
+        return None
+
     @staticmethod
     def gather(variable, indices):
         """The entries of a `(num_tasks,)` variable at `indices`.
@@ -196,4 +234,6 @@ class Weighting(keras.layers.Layer):
             config.pop(key, None)
         if self.representation is not None:
             config["representation"] = self.representation
+        if self.per_task_gradients != "auto":
+            config["per_task_gradients"] = self.per_task_gradients
         return config

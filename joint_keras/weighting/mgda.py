@@ -3,24 +3,9 @@
 import keras
 from keras import ops
 
+from joint_keras.weighting import _solvers
 from joint_keras.weighting.base import Coefficients
 from joint_keras.weighting.base import Weighting
-
-
-def min_norm_weights(gram, iterations):
-    """Frank-Wolfe for `argmin_{w in simplex} w^T gram w`."""
-    n = ops.shape(gram)[0]
-    w = ops.ones((n,), gram.dtype) / ops.cast(n, gram.dtype)
-
-    def body(_, w):
-        gw = ops.matmul(gram, w)
-        t = ops.argmin(gw)
-        e = ops.one_hot(t, n, dtype=gram.dtype)
-        ww, we, ee = ops.sum(w * gw), ops.take(gw, t), ops.take(ops.diagonal(gram), t)
-        gamma = ops.clip(ops.divide_no_nan(ww - we, ww - 2.0 * we + ee), 0.0, 1.0)
-        return (1.0 - gamma) * w + gamma * e
-
-    return ops.fori_loop(0, iterations, body, w)
 
 
 @keras.saving.register_keras_serializable(package="joint_keras")
@@ -28,28 +13,40 @@ class MGDA(Weighting):
     """Moves along the minimum-norm convex combination of the task gradients.
 
     The shared variables get `sum_k w_k g_k` with `w` the point of the
-    simplex minimizing `|sum_k w_k g_k|^2` (found by Frank-Wolfe on the Gram
-    matrix): a direction that decreases every task's loss, or zero at a
-    Pareto-stationary point. The other variables get their task's gradient.
+    simplex minimizing `|sum_k w_k g_k|^2`: a direction that decreases every
+    task's loss, or zero at a Pareto-stationary point. The other variables
+    get their task's gradient. `w` is solved exactly on the Gram matrix
+    (`jk.weighting` solvers: every support at once, one batched inverse).
 
     References:
         Sener, Koltun. Multi-Task Learning as Multi-Objective Optimization.
         NeurIPS 2018.
 
     Args:
-        iterations: Int, Frank-Wolfe iterations. Defaults to 50.
+        norm_eps: Non-negative float. With `reg_eps`, the regularization of
+            the Gram matrix of the reference implementation (TorchJD): it is
+            divided by its trace plus `norm_eps`, and `reg_eps` is added to
+            its diagonal. Defaults to 0.0 (the exact problem).
+        reg_eps: Non-negative float. Defaults to 0.0.
         **kwargs: `representation` (see `jk.weighting.Weighting`), `name`.
     """
 
     gradient_level = True
 
-    def __init__(self, iterations=50, **kwargs):
+    def __init__(self, norm_eps=0.0, reg_eps=0.0, **kwargs):
         super().__init__(**kwargs)
-        self.iterations = int(iterations)
+        self.norm_eps = float(norm_eps)
+        self.reg_eps = float(reg_eps)
 
     def coefficients(self, gram, losses, indices, training):
-        w = min_norm_weights(gram, self.iterations)
+        if self.norm_eps or self.reg_eps:
+            gram = _solvers.normalize_gram(gram, self.norm_eps, self.reg_eps)
+        w = _solvers.min_norm_weights(gram)
         return Coefficients(w, ops.ones_like(w))
 
     def get_config(self):
-        return {**super().get_config(), "iterations": self.iterations}
+        return {
+            **super().get_config(),
+            "norm_eps": self.norm_eps,
+            "reg_eps": self.reg_eps,
+        }

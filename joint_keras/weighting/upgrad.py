@@ -3,26 +3,9 @@
 import keras
 from keras import ops
 
+from joint_keras.weighting import _solvers
 from joint_keras.weighting.base import Coefficients
 from joint_keras.weighting.base import Weighting
-
-
-def project_to_dual_cone(gram, sweeps):
-    """Row `i`: `argmin_{v >= e_i} v^T gram v`, by projected coordinate
-    descent (exact per coordinate), all rows at once."""
-    n = ops.shape(gram)[0]
-    lower = ops.eye(n, dtype=gram.dtype)
-    diagonal = ops.diagonal(gram)
-
-    def sweep(_, v):
-        for j in range(n):
-            gv_j = ops.matmul(v, gram[:, j])  # (n,) = (v gram)_{:, j}
-            updated = v[:, j] - ops.divide_no_nan(gv_j, diagonal[j])
-            column = ops.maximum(updated, lower[:, j])
-            v = ops.concatenate([v[:, :j], column[:, None], v[:, j + 1 :]], axis=1)
-        return v
-
-    return ops.fori_loop(0, sweeps, sweep, lower)
 
 
 @keras.saving.register_keras_serializable(package="joint_keras")
@@ -34,29 +17,42 @@ class UPGrad(Weighting):
     of the task gradients; the update is the mean of the projections. No
     task's loss increases to first order, and with non-conflicting
     gradients the update is the plain mean. The projections are solved in
-    the dual, on the Gram matrix: `v_i = argmin_{v >= e_i} v^T G G^T v`,
-    `a = mean_i v_i`.
+    the dual, on the Gram matrix, exactly: `v_i = argmin_{v >= e_i} v^T G v`,
+    `a = mean_i v_i` (`jk.weighting` solvers: every free set at once, one
+    batched inverse).
 
     References:
         Quinton, Rey. Jacobian Descent for Multi-Objective Optimization.
         arXiv:2406.16232, 2024.
 
     Args:
-        sweeps: Int, coordinate-descent sweeps of the dual solver.
-            Defaults to 50.
+        norm_eps: Non-negative float. With `reg_eps`, the regularization of
+            the Gram matrix of the reference implementation (TorchJD, which
+            uses 1e-4 for both): it is divided by its trace plus
+            `norm_eps`, and `reg_eps` is added to its diagonal. Defaults to
+            0.0 (the exact problem).
+        reg_eps: Non-negative float. Defaults to 0.0.
         **kwargs: `representation` (see `jk.weighting.Weighting`), `name`.
     """
 
     gradient_level = True
 
-    def __init__(self, sweeps=50, **kwargs):
+    def __init__(self, norm_eps=0.0, reg_eps=0.0, **kwargs):
         super().__init__(**kwargs)
-        self.sweeps = int(sweeps)
+        self.norm_eps = float(norm_eps)
+        self.reg_eps = float(reg_eps)
 
     def coefficients(self, gram, losses, indices, training):
-        v = project_to_dual_cone(gram, self.sweeps)
+        if self.norm_eps or self.reg_eps:
+            gram = _solvers.normalize_gram(gram, self.norm_eps, self.reg_eps)
+        n = len(indices)
+        v = _solvers.project_to_dual_cone(gram, ops.eye(n, dtype=gram.dtype))
         a = ops.mean(v, axis=0)
         return Coefficients(a, ops.ones_like(a))
 
     def get_config(self):
-        return {**super().get_config(), "sweeps": self.sweeps}
+        return {
+            **super().get_config(),
+            "norm_eps": self.norm_eps,
+            "reg_eps": self.reg_eps,
+        }

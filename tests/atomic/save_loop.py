@@ -65,8 +65,10 @@ def main(mode, directory):
             save(path)
     callback = {
         "checkpoint": lambda: keras.callbacks.ModelCheckpoint(
-            os.path.join(directory, "best.keras"), monitor="loss",
-            save_best_only=True, save_freq=1,
+            os.path.join(directory, "best.keras"),
+            monitor="loss",
+            save_best_only=True,
+            save_freq=1,
         ),
         "backup": lambda: jk.callbacks.BackupAndRestore(
             os.path.join(directory, "backup"), save_freq=1

@@ -14,6 +14,23 @@ import joint_keras as jk
 
 ROWS, BATCH = 48, 16
 
+# The other strategies, by name, on three tasks (random task orders matter
+# from three on).
+SHARED_TRUNK_STRATEGIES = (
+    "mgda",
+    "cagrad",
+    "graddrop",
+    "dualproj",
+    "imtlg",
+    "aligned_mtl",
+    "nash_mtl",
+    "config",
+    "gradvac",
+    "fairgrad",
+    "famo",
+    "dbmtl",
+)
+
 
 @keras.saving.register_keras_serializable(package="joint_keras_tests")
 def gen_loss(y_true, y_pred):
@@ -44,12 +61,12 @@ def mlp(name, dropout=False, hidden=5):
     return keras.Sequential(layers, name=name)
 
 
-def trunk_pair():
+def trunk_pair(names=("a", "b")):
     inputs = keras.Input((4,))
     hidden = keras.layers.Dense(5, activation="tanh", name="trunk")(inputs)
     return {
         name: keras.Model(inputs, keras.layers.Dense(2, name=f"h{name}")(hidden))
-        for name in ("a", "b")
+        for name in names
     }
 
 
@@ -81,6 +98,8 @@ def targets(case):
         return dict(y, b=np.where(rows, np.nan, y["b"]).astype("float32"))
     if case == "multi_output":
         return {"two": {"o1": y["a"], "o2": y["b"][:, :1]}, "b": y["b"]}
+    if case in SHARED_TRUNK_STRATEGIES:
+        return dict(y, c=y["a"] - y["b"])
     return y
 
 
@@ -137,6 +156,10 @@ def build(case):
         }[case]()
         model = jk.JointModel(trunk_pair())
         model.compile(optimizer="adam", loss="mse", weighting=strategy)
+    elif case in SHARED_TRUNK_STRATEGIES:
+        strategy = jk.weighting.get(case)
+        model = jk.JointModel(trunk_pair(("a", "b", "c")))
+        model.compile(optimizer="adam", loss="mse", weighting=strategy)
     elif case == "missing_labels":
         model = jk.JointModel({"a": mlp("a"), "b": mlp("b")})
         model.compile(optimizer="adam", loss="mse", missing_label="nan")
@@ -183,6 +206,7 @@ CASES = (
     "missing_labels",
     "graph_trunk",
     "multi_output",
+    *SHARED_TRUNK_STRATEGIES,
 )
 
 

@@ -1,0 +1,63 @@
+"""`NashMTL`: multi-task learning as a bargaining game (Navon et al.)."""
+
+import keras
+from keras import ops
+
+from joint_keras.weighting import _solvers
+from joint_keras.weighting.base import Coefficients
+from joint_keras.weighting.base import Weighting
+
+# Largest relative violation of `alpha_i (G alpha)_i = 1` taken as solved.
+# A solved problem is met to about 1e-5 in float32; without a solution
+# (Pareto-stationary gradients) the solver's iterate is far off.
+SOLVED_TOLERANCE = 1e-2
+
+
+def solved(gram, weights, power=1.0):
+    """Whether `weights` solve `(G w)_i w_i^power = 1` (`power = 1/alpha`
+    for FairGrad's equation) to `SOLVED_TOLERANCE`."""
+    products = ops.matmul(gram, weights[:, None])[:, 0] * weights**power
+    return ops.max(ops.abs(products - 1.0)) < SOLVED_TOLERANCE
+
+
+@keras.saving.register_keras_serializable(package="joint_keras")
+class NashMTL(Weighting):
+    """Moves along the Nash bargaining solution of the tasks.
+
+    The shared variables get `d = J^T alpha` with `alpha > 0` solving
+    `G alpha = 1 / alpha` (elementwise): `d` maximizes
+    `sum_k log(g_k . d)` in a ball, so every task gets a share of the
+    improvement, and `g_k . d = 1 / alpha_k`, `|d|^2 = K`. Solved on the
+    Gram matrix by `_solvers.nash_mtl_weights` (Newton's method, exact to
+    float32), where the authors' code runs a few convex-concave steps of
+    cvxpy. Their code divides `G` by its Frobenius norm for conditioning
+    and multiplies it back in the constraint, so its solution is this one;
+    the solver here rescales internally. As in the paper, `alpha_k`
+    scales as `1 / |g_k|`, so the update does not depend on the tasks'
+    loss scales, and `|d| = sqrt(K)` whatever the gradients' size (the
+    authors clip the shared gradient's norm to 1 in their training loops;
+    set `clipnorm` on the optimizer for that).
+
+    A solution exists exactly when the gradients are not
+    Pareto-stationary (0 not in their convex hull), where no direction
+    improves every task and the paper's method stops. There (and for
+    all-zero gradients), detected by `alpha` failing its equation by more
+    than 1%, the shared variables get no update. The other variables get
+    their task's gradient (the authors' code multiplies the losses by
+    `alpha`, so their task-specific variables get `alpha_k` times theirs).
+    Not included: the authors' `update_weights_every` (reusing `alpha`).
+
+    References:
+        Navon, Shamsian, Achituve, Maron, Kawaguchi, Chechik, Fetaya.
+        Multi-Task Learning as a Bargaining Game. ICML 2022.
+
+    Args:
+        **kwargs: `representation` (see `jk.weighting.Weighting`), `name`.
+    """
+
+    gradient_level = True
+
+    def coefficients(self, gram, losses, indices, training):
+        alpha = _solvers.nash_mtl_weights(gram)
+        a = ops.where(solved(gram, alpha), alpha, 0.0)
+        return Coefficients(a, ops.ones_like(a))
