@@ -10,6 +10,9 @@ VENV_NEXT := .venv-next
 PY_NEXT := $(VENV_NEXT)/bin/python
 STAMP_NEXT := $(VENV_NEXT)/.installed
 NEXT_BACKENDS := $(BACKENDS)
+# Two pytest-xdist workers (each test process already uses several threads);
+# XDIST= runs the suite in one process.
+XDIST ?= -n 2 --dist loadgroup
 
 .PHONY: demo test test-tensorflow test-jax test-torch test-keras-next lint bench clean
 
@@ -25,7 +28,7 @@ $(STAMP_NEXT): setup.cfg constraints.txt constraints-keras-next.txt
 	$(PY_NEXT) -m pip install --quiet --upgrade pip
 	$(PY_NEXT) -m pip install --quiet -c constraints.txt -e ".[test]"
 	$(PY_NEXT) -m pip uninstall --quiet --yes keras
-	$(PY_NEXT) -m pip install --quiet --no-deps -c constraints-keras-next.txt keras-nightly
+	$(PY_NEXT) -m pip install --quiet --no-deps --force-reinstall -c constraints-keras-next.txt keras-nightly
 	touch $(STAMP_NEXT)
 
 demo: $(STAMP)
@@ -36,18 +39,18 @@ test: $(STAMP)
 	$(PY) -m ruff check .
 	@set -e; for b in $(BACKENDS); do \
 		echo "=== pytest, KERAS_BACKEND=$$b ==="; \
-		KERAS_BACKEND=$$b $(PY) -m pytest $(PYTEST_ARGS); \
+		KERAS_BACKEND=$$b $(PY) -m pytest $(XDIST) $(PYTEST_ARGS); \
 	done
 
 # The suite on the next Keras release; NEXT_BACKENDS="jax" for one backend.
 test-keras-next: $(STAMP_NEXT)
 	@set -e; for b in $(NEXT_BACKENDS); do \
 		echo "=== pytest on keras-nightly, KERAS_BACKEND=$$b ==="; \
-		KERAS_BACKEND=$$b $(PY_NEXT) -m pytest $(PYTEST_ARGS); \
+		KERAS_BACKEND=$$b $(PY_NEXT) -m pytest $(XDIST) $(PYTEST_ARGS); \
 	done
 
 test-%: $(STAMP)
-	KERAS_BACKEND=$* $(PY) -m pytest $(PYTEST_ARGS)
+	KERAS_BACKEND=$* $(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # Step time and memory against hand-written loops and a functional model,
 # each backend in its own processes (about 10 minutes on 2 CPU cores).

@@ -38,6 +38,19 @@ def fit_runner(model, x, y, batch_size, steps):
     return run
 
 
+def machine():
+    """What a benchmark ran on, for its table's header: the CPU cores, and
+    the GPUs that `nvidia-smi -L` lists, if any."""
+    try:
+        gpus = subprocess.run(
+            ["nvidia-smi", "-L"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        gpus = ""
+    cores = f"{os.cpu_count()} CPU cores"
+    return f"{cores}, {gpus}" if gpus else cores
+
+
 def run_per_backend(module, args, backends=BACKENDS, worker_args=()):
     """Runs `python -m module --worker [worker_args...] args...` once per
     backend and returns `{backend: json result}`."""

@@ -78,8 +78,16 @@ def compiled(fn, state):
         import tensorflow as tf
 
         return tf.function(fn, jit_compile=False, autograph=False)
-    if backend != "jax":
-        return fn
+    if backend == "torch":
+        import torch
+
+        def run_eager(*args):
+            out = fn(*args)
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()  # a GPU runs the kernels later
+            return out
+
+        return run_eager
     import jax
 
     def stateless(values, *args):
@@ -147,6 +155,7 @@ def main(argv=None):
         return worker(args.tasks, args.calls, args.strategies)
 
     from benchmarks._timing import BACKENDS
+    from benchmarks._timing import machine
     from benchmarks._timing import run_per_backend
 
     forwarded = ["--tasks", *map(str, args.tasks), "--calls", str(args.calls)]
@@ -155,7 +164,7 @@ def main(argv=None):
         "benchmarks.combine_step", forwarded, args.backends or BACKENDS
     )
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"CPU cores: {os.cpu_count()} (load average {load}), {args.calls} calls")
+    print(f"{machine()} (load average {load}), {args.calls} calls")
     print(table(results, args.tasks, args.strategies))
     return results
 

@@ -23,7 +23,6 @@ Both are timed in one process per backend, interleaved, median of
 
 import argparse
 import json
-import os
 import statistics
 import time
 
@@ -149,13 +148,14 @@ def main(argv=None):
         return worker(args.steps, args.repeats)
 
     from benchmarks._timing import BACKENDS
+    from benchmarks._timing import machine
     from benchmarks._timing import run_per_backend
 
     forwarded = ["--steps", str(args.steps), "--repeats", str(args.repeats)]
     results = run_per_backend(
         "benchmarks.shared_trunk", forwarded, args.backends or BACKENDS
     )
-    print(f"CPU cores: {os.cpu_count()}, batch {BATCH}, {args.steps} steps per run")
+    print(f"{machine()}, batch {BATCH}, {args.steps} steps per run")
     print("| backend | spe | functional steps/s | joint steps/s | joint / functional |")
     print("|---|---:|---:|---:|---:|")
     for backend, by_key in results.items():

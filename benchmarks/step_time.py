@@ -3,6 +3,7 @@
 ```
 python -m benchmarks.step_time [--sizes small large] [--repeats 5]
                                [--backends ...] [--steps-scale 1.0]
+                               [--no-memory]
 ```
 
 Two models trained jointly on the sum of their weighted MSE losses, as in
@@ -272,6 +273,7 @@ def table(results, sizes):
                 if "1" not in r:  # PyTorch: no compiled hand loop
                     continue
                 cells = [f"{r[k]:.0f}" if k in r else "-" for k in ("1", "32")]
+                memory = f"{r['peak_mb']:.0f}" if "peak_mb" in r else "-"
                 vs_functional = vs_hand = ""
                 if contender == "joint":
                     spes = [k for k in ("1", "32") if k in r]
@@ -282,7 +284,7 @@ def table(results, sizes):
                         vs_hand = " / ".join(f"{r[k] / hand:.2f}" for k in spes)
                 lines.append(
                     f"| {backend} | {size} | {contender} | {cells[0]} | {cells[1]} "
-                    f"| {vs_functional} | {vs_hand} | {r['peak_mb']:.0f} |"
+                    f"| {vs_functional} | {vs_hand} | {memory} |"
                 )
     return "\n".join(lines)
 
@@ -293,12 +295,19 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps-scale", type=float, default=1.0)
     parser.add_argument("--backends", nargs="+", default=None)
+    parser.add_argument(
+        "--memory",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="peak resident (CPU) memory per contender; --no-memory on a GPU",
+    )
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return worker(*args.worker, args.repeats, args.steps_scale)
 
     from benchmarks._timing import BACKENDS
+    from benchmarks._timing import machine
     from benchmarks._timing import run_per_backend
 
     backends = args.backends or BACKENDS
@@ -311,7 +320,7 @@ def main(argv=None):
         for backend, by_contender in timed.items():
             for contender, r in by_contender.items():
                 results.setdefault(backend, {})[f"{size}/{contender}"] = r
-        for contender in CONTENDERS:
+        for contender in CONTENDERS if args.memory else ():
             memory = run_per_backend(
                 "benchmarks.step_time",
                 forwarded,
@@ -321,7 +330,7 @@ def main(argv=None):
             for backend, r in memory.items():
                 entry = results[backend].setdefault(f"{size}/{contender}", {})
                 entry.update(r)
-    print(f"CPU cores: {os.cpu_count()}; median of {args.repeats} runs")
+    print(f"{machine()}; median of {args.repeats} runs")
     print(table(results, args.sizes))
     return results
 

@@ -20,7 +20,6 @@ of tasks.
 
 import argparse
 import json
-import os
 
 STRATEGIES = (
     "fixed",
@@ -146,6 +145,7 @@ def main(argv=None):
         return worker(args.tasks, args.steps, args.repeats, args.strategies)
 
     from benchmarks._timing import BACKENDS
+    from benchmarks._timing import machine
     from benchmarks._timing import run_per_backend
 
     forwarded = ["--tasks", *map(str, args.tasks), "--steps", str(args.steps)]
@@ -153,7 +153,7 @@ def main(argv=None):
     results = run_per_backend(
         "benchmarks.weighting_step_time", forwarded, args.backends or BACKENDS
     )
-    print(f"CPU cores: {os.cpu_count()}, batch {BATCH}, {args.steps} steps per run")
+    print(f"{machine()}, batch {BATCH}, {args.steps} steps per run")
     print(table(results, args.tasks, args.strategies))
     return results
 

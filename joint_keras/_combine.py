@@ -51,6 +51,14 @@ def gram_matrix(jacobians, num_tasks, loss_scale, per_replica_rows):
     return ops.where(ops.all(ops.isfinite(gram)), gram, ops.zeros_like(gram))
 
 
+def summed_over_replicas(jacobians):
+    """`(jacobians, replicas)`: the per-task gradients on the shared
+    variables summed over the replicas of a `tf.distribute` step (the global
+    batch's), and the number of replicas (1 elsewhere)."""
+    replicas = backend.cross_replica_sum(ops.ones((), "float32"))
+    return [backend.cross_replica_sum(j) for j in jacobians], replicas
+
+
 def cosine_matrix(gram):
     """Pairwise cosines of the vectors whose Gram matrix is `gram`."""
     norms = ops.sqrt(ops.maximum(ops.diagonal(gram), 0.0))

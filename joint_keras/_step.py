@@ -158,7 +158,9 @@ def gradient_step(model, data):
     gram = _combine.gram_matrix(
         jacobians, len(losses.indices), loss_scale, per_replica_rows=bool(probes)
     )
-    updates, b = model._task_losses.combine(gram, jacobians, losses)
+    updates, b = model._task_losses.combine(
+        gram, jacobians, losses, rows_per_replica=bool(probes)
+    )
     # The gradient of `total + (b - 1) @ L`, plus `update - b @ J` on the
     # shared variables, or pushed back through the trunk from its output.
     corrections = [u - _combine.mix(b, j) for u, j in zip(updates, jacobians)]

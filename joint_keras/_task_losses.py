@@ -13,6 +13,7 @@ from joint_keras import _variables
 from joint_keras import backend
 from joint_keras._trackers import LossTrackers
 from joint_keras._trackers import TotalLoss
+from joint_keras.weighting.base import Weighting
 
 # The routing group of the terms that update every variable they reach.
 EVERYTHING = ()
@@ -231,11 +232,17 @@ class TaskLosses(keras.losses.Loss):
         total = sum(parts[1:], parts[0])
         return StepLosses(total, groups, losses, indices, weights, raw, rows, others)
 
-    def combine(self, gram, jacobians, losses):
+    def combine(self, gram, jacobians, losses, rows_per_replica):
         """A gradient-level strategy's update for this step, from the
         active tasks' per-task gradients `jacobians` (one tensor `(n,
-        *shape)` per shared tensor) and their Gram matrix; logs their
-        cosines and the effective weights.
+        *shape)` per shared tensor, this replica's) and their Gram matrix;
+        logs their cosines and the effective weights.
+
+        A strategy that combines the gradients themselves (GradDrop) gets
+        the global batch's on shared variables (summed over `tf.distribute`
+        replicas; not at a representation, whose rows are split over the
+        replicas, `rows_per_replica`), and each replica contributes its
+        share of the update, since the replicas' gradients are summed.
 
         Returns:
             `(updates, b)`: the update on each shared tensor, and the
@@ -244,7 +251,11 @@ class TaskLosses(keras.losses.Loss):
         names = [self.task_names[k] for k in losses.indices]
         indices = list(losses.indices)
         self.trackers.update_cosines(names, _combine.cosine_matrix(gram))
-        combined = self.weighting.combine(jacobians, losses.raw, indices, True)
+        combined, replicas = None, 1.0
+        if type(self.weighting).combine is not Weighting.combine:
+            if not rows_per_replica:
+                jacobians, replicas = _combine.summed_over_replicas(jacobians)
+            combined = self.weighting.combine(jacobians, losses.raw, indices, True)
         if combined is None:
             coefficients = self.weighting.coefficients(gram, losses.raw, indices, True)
             a = ops.stop_gradient(coefficients.shared)
@@ -253,6 +264,7 @@ class TaskLosses(keras.losses.Loss):
             b = coefficients.other
         else:
             updates, b = combined
+            updates = [u / ops.cast(replicas, u.dtype) for u in updates]
         updates = [ops.stop_gradient(u) for u in updates]
         return updates, ops.stop_gradient(b)
 

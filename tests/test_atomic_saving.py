@@ -23,7 +23,10 @@ from tests.conftest import BACKEND
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 KILLS = 6
 
-pytestmark = pytest.mark.skipif(BACKEND != "jax", reason="file writing: one backend")
+pytestmark = [
+    pytest.mark.skipif(BACKEND != "jax", reason="file writing: one backend"),
+    pytest.mark.heavy,
+]
 
 
 def kill_while_saving(mode, directory, rng):

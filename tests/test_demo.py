@@ -12,6 +12,7 @@ from joint_keras import demo  # noqa: E402
 NUMBER = r"\d+\.\d{4}"
 
 
+@pytest.mark.heavy
 def test_demo_runs_and_writes_the_table_and_plot(tmp_path, capsys):
     demo.main(["--epochs", "1", "--seeds", "1", "--output-dir", str(tmp_path)])
     out = capsys.readouterr().out

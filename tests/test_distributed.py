@@ -10,7 +10,9 @@ one-device run on the same global batches, to float32 tolerance.
 TensorFlow: `MirroredStrategy` over two logical CPUs, and
 `MultiWorkerMirroredStrategy` with two worker processes on 127.0.0.1.
 JAX: `keras.distribution.DataParallel` and `ModelParallel` over two host
-devices. PyTorch has no Keras distribution API (see the README).
+devices, and `DataParallel` over two processes on 127.0.0.1 joined by
+`keras.distribution.initialize` (one CPU device each). PyTorch has no
+Keras distribution API (see the README).
 """
 
 import json
@@ -29,7 +31,7 @@ from tests.distributed.cases import CASES
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 MODES = {
     "tensorflow": ("tf-mirrored", "tf-worker"),
-    "jax": ("jax-data-parallel", "jax-model-parallel"),
+    "jax": ("jax-data-parallel", "jax-model-parallel", "jax-process"),
 }
 TIMEOUT = 240
 
@@ -82,23 +84,18 @@ def results(tmp_path_factory):
     def get(mode):
         if mode in _RESULTS:
             return _RESULTS[mode]
-        if mode == "tf-worker":
-            workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+        if mode in ("tf-worker", "jax-process"):
             procs = {}
-            for index in range(2):
-                config = {
-                    "cluster": {"worker": workers},
-                    "task": {"type": "worker", "index": index},
-                }
-                procs[f"worker {index}"] = _start(
-                    mode, out / f"{mode}{index}.npz", TF_CONFIG=json.dumps(config)
+            for index, env in enumerate(_process_envs(mode)):
+                procs[f"process {index}"] = _start(
+                    mode, out / f"{mode}{index}.npz", **env
                 )
             _wait(procs)
             runs = [dict(np.load(out / f"{mode}{i}.npz")) for i in range(2)]
             for case in CASES:
                 _case(runs[1], case)
-            # Both workers hold the same model.
-            _assert_same(runs[1], runs[0], "worker 1 vs worker 0")
+            # Both processes hold the same model.
+            _assert_same(runs[1], runs[0], "process 1 vs process 0")
             _RESULTS[mode] = runs[0]
         else:
             _wait({mode: _start(mode, out / f"{mode}.npz")})
@@ -106,6 +103,22 @@ def results(tmp_path_factory):
         return _RESULTS[mode]
 
     return get
+
+
+def _process_envs(mode):
+    """The environment of each of two processes that join one run."""
+    if mode == "tf-worker":
+        workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+        configs = [
+            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}
+            for i in range(2)
+        ]
+        return [{"TF_CONFIG": json.dumps(config)} for config in configs]
+    (port,) = _free_ports(1)
+    return [
+        {"JK_COORDINATOR": f"127.0.0.1:{port}", "JK_PROCESS_ID": str(i)}
+        for i in range(2)
+    ]
 
 
 def _assert_same(got, want, what):

@@ -54,7 +54,7 @@ def apply(optimizer, grads, variables):
 
 def assert_same_weights(a, b):
     for got, want in zip(reference.weights_of(a), reference.weights_of(b)):
-        np.testing.assert_allclose(got, want, atol=1e-5)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
 
 
 # DCGAN -------------------------------------------------------------------
@@ -97,7 +97,7 @@ def generator_loss(y_true, y_pred):
     return bce(ops.zeros((rows, 1)), y_pred["disc"][:rows])
 
 
-def dcgan_port(gen, disc):
+def dcgan_port(gen, disc, jit_compile="auto"):
     gan = jk.JointModel(
         {"gen": gen, "disc": disc},
         inputs={"gen": jk.Noise((LATENT,), seed=NOISE_SEED),
@@ -109,6 +109,7 @@ def dcgan_port(gen, disc):
         joint_losses=[DiscriminatorLoss(),
                       jk.JointLoss(generator_loss, name="g", updates=["gen"])],
         alternate=["disc", "gen"],
+        jit_compile=jit_compile,
     )  # fmt: skip
     return gan
 
@@ -247,7 +248,7 @@ def wgan_generator_loss(y_true, y_pred):
     return -ops.mean(y_pred["critic"][:rows])
 
 
-def wgan_port(gen, critic):
+def wgan_port(gen, critic, jit_compile="auto"):
     wgan = jk.JointModel(
         {"gen": gen, "critic": critic},
         inputs={"gen": jk.Noise((LATENT,), seed=NOISE_SEED),
@@ -264,6 +265,7 @@ def wgan_port(gen, critic):
             jk.JointLoss(wgan_generator_loss, name="g", updates=["gen"]),
         ],
         alternate=["critic"] * CRITIC_STEPS + ["gen"],
+        jit_compile=jit_compile,
     )  # fmt: skip
     return wgan
 
@@ -335,7 +337,10 @@ def test_wgan_gp_port_matches_keras_io_step_for_step():
     ref_gen, ref_critic = networks(1, critic_activation=None)
     wgan_by_hand(ref_gen, ref_critic, real)
     gen, critic = networks(1, critic_activation=None)
-    port = wgan_port(gen, critic)
+    # Not XLA: the hand step runs op by op, and XLA's fused kernels round
+    # differently, which Adam's normalized steps amplify to ~1e-5 over 12
+    # steps on TensorFlow (seen in one of several runs of the suite).
+    port = wgan_port(gen, critic, jit_compile=False)
     history = port.fit(real, None, batch_size=BATCH, epochs=1, shuffle=False,
                        verbose=0)  # fmt: skip
     assert {"d_cost_loss", "gradient_penalty_loss", "g_loss"} <= set(history.history)
@@ -345,13 +350,17 @@ def test_wgan_gp_port_matches_keras_io_step_for_step():
 
 @pytest.mark.parametrize("port", [dcgan_port, wgan_port], ids=["dcgan", "wgan"])
 def test_gan_ports_save_and_resume(tmp_path, port):
+    # Not XLA: TensorFlow may compile the step anew in a second `fit()` call
+    # (relaxed shapes), which rounds differently (Adam turns that into
+    # 1e-4 on the WGAN), reload or not: measured on Keras 3.15 and 3.16.
+    # What this test checks is what the file restores.
     real = real_data()
-    straight = port(*networks(2, None))
+    straight = port(*networks(2, None), jit_compile=False)
     straight.fit(real, None, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
-    first = port(*networks(2, None))
+    first = port(*networks(2, None), jit_compile=False)
     first.fit(real, None, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
     first.save(tmp_path / "gan.keras")
     resumed = keras.models.load_model(tmp_path / "gan.keras")
     resumed.fit(real, None, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
     for got, want in zip(resumed.get_weights(), straight.get_weights()):
-        np.testing.assert_allclose(got, want, atol=1e-5)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)

@@ -16,3 +16,11 @@ def test_readme_example_runs():
     preds = namespace["preds"]
     assert list(preds) == ["model1", "model2"]
     assert all(p.shape == (1024, 1) and np.isfinite(p).all() for p in preds.values())
+
+
+def test_readme_lists_every_weighting_strategy():
+    from joint_keras import weighting
+
+    text = README.read_text()
+    missing = [name for name in weighting._BY_NAME if f'`"{name}"`' not in text]
+    assert not missing, f"README's weighting table lacks {missing}"

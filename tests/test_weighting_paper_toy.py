@@ -188,12 +188,16 @@ def ends():
     }
 
 
-paper_schedule = pytest.mark.skipif(
-    BACKEND != "jax",
-    reason="1.2 million steps: about 70 s on JAX, 6 minutes on TensorFlow and an "
-    "hour on PyTorch (eager steps) on 2 CPU cores; every backend's first steps "
-    "are checked against the rules above",
-)
+def paper_schedule(test):
+    """On JAX only, and in one pytest-xdist worker, which computes `ends`
+    once."""
+    skip = pytest.mark.skipif(
+        BACKEND != "jax",
+        reason="1.2 million steps: about 70 s on JAX, 6 minutes on TensorFlow "
+        "and an hour on PyTorch (eager steps) on 2 CPU cores; every backend's "
+        "first steps are checked against the rules above",
+    )
+    return pytest.mark.heavy(pytest.mark.xdist_group("paper_schedule")(skip(test)))
 
 
 @paper_schedule

@@ -24,6 +24,9 @@ CASES = (
     "gradnorm",
     "pcgrad",
     "upgrad_trunk",
+    "famo",
+    "nash_mtl",
+    "graddrop",
 )
 # What each case compiles, besides `loss="mse"`.
 _COMPILE = {
@@ -51,6 +54,11 @@ _COMPILE = {
     "upgrad_trunk": lambda: dict(
         optimizer=keras.optimizers.SGD(0.1),
         weighting=jk.weighting.UPGrad(representation="trunk"),
+    ),
+    "famo": lambda: dict(optimizer=keras.optimizers.Adam(0.05), weighting="famo"),
+    "nash_mtl": lambda: dict(optimizer=keras.optimizers.SGD(0.1), weighting="nash_mtl"),
+    "graddrop": lambda: dict(
+        optimizer=keras.optimizers.SGD(0.1), weighting=jk.weighting.GradDrop(seed=1)
     ),
 }
 

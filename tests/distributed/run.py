@@ -14,6 +14,11 @@ starts):
   host devices.
 - `jax-model-parallel`: JAX, `keras.distribution.ModelParallel` on a
   `(batch=1, model=2)` mesh, the shared trunk's kernel split over `model`.
+- `jax-process`: one of two JAX processes (`JK_COORDINATOR` and
+  `JK_PROCESS_ID` set by the caller) joined by
+  `keras.distribution.initialize`, one CPU device each, CPU collectives
+  over gloo, `DataParallel` over both; each process feeds its rows of every
+  global batch.
 """
 
 import os
@@ -21,7 +26,9 @@ import sys
 
 MODE = sys.argv[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-if MODE.startswith("jax"):
+if MODE == "jax-process":
+    os.environ["KERAS_BACKEND"] = "jax"
+elif MODE.startswith("jax"):
     os.environ["KERAS_BACKEND"] = "jax"
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
 elif MODE.startswith("tf"):
@@ -51,19 +58,39 @@ def worker_shards(strategy):
 
     def dataset_fn(context):
         per_replica = context.get_per_replica_batch_size(cases.GLOBAL_BATCH)
-        start = context.input_pipeline_id * per_replica
-        rows = np.concatenate(
-            [
-                np.arange(s, s + per_replica) + start
-                for s in range(0, cases.NUM_ROWS, cases.GLOBAL_BATCH)
-            ]
-        )
+        rows = shard_rows(context.input_pipeline_id, context.num_input_pipelines)
         shard = (x[rows], {k: v[rows] for k, v in y.items()})
         return tf.data.Dataset.from_tensor_slices(shard).batch(per_replica).repeat()
 
     return dict(
         x=strategy.distribute_datasets_from_function(dataset_fn),
         steps_per_epoch=cases.STEPS_PER_EPOCH,
+    )
+
+
+def shard_rows(index, shards):
+    """The rows shard `index` of `shards` holds of every global batch (the
+    rows the one-device run has in that batch), in batch order."""
+    per_shard = cases.GLOBAL_BATCH // shards
+    start = index * per_shard
+    return np.concatenate(
+        [
+            np.arange(s, s + per_shard) + start
+            for s in range(0, cases.NUM_ROWS, cases.GLOBAL_BATCH)
+        ]
+    )
+
+
+def process_shards():
+    """`fit()` arguments for this JAX process: its rows, in batches of its
+    part of the global batch."""
+    x, y = cases.data()
+    rows = shard_rows(int(os.environ["JK_PROCESS_ID"]), 2)
+    return dict(
+        x=x[rows],
+        y={k: v[rows] for k, v in y.items()},
+        batch_size=cases.GLOBAL_BATCH // 2,
+        shuffle=False,
     )
 
 
@@ -79,6 +106,11 @@ def main(out):
             fit_data = worker_shards(scope)
         elif MODE == "jax-data-parallel":
             keras.distribution.set_distribution(keras.distribution.DataParallel())
+        elif MODE == "jax-process":
+            distribution = keras.distribution.DataParallel()
+            distribution.auto_shard_dataset = False  # each process its rows
+            keras.distribution.set_distribution(distribution)
+            fit_data = process_shards()
         elif MODE == "jax-model-parallel":
             mesh = keras.distribution.DeviceMesh((1, 2), ["batch", "model"])
             layouts = keras.distribution.LayoutMap(mesh)
@@ -127,4 +159,11 @@ if __name__ == "__main__":
         import tensorflow as tf
 
         STRATEGY = tf.distribute.MultiWorkerMirroredStrategy()
+    if MODE == "jax-process":
+        import jax
+
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        keras.distribution.initialize(
+            os.environ["JK_COORDINATOR"], 2, int(os.environ["JK_PROCESS_ID"])
+        )
     main(sys.argv[2])
