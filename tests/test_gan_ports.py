@@ -361,6 +361,18 @@ def test_gan_ports_save_and_resume(tmp_path, port):
     first.fit(real, None, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
     first.save(tmp_path / "gan.keras")
     resumed = keras.models.load_model(tmp_path / "gan.keras")
+    # The file gives back every variable exactly: weights, seed generators,
+    # the alternation's counters, the optimizers' slots.
+    for got, want in zip(resumed.variables, first.variables):
+        np.testing.assert_array_equal(got, want, err_msg=want.path)
+    for got, want in zip(resumed.optimizer.variables, first.optimizer.variables):
+        np.testing.assert_array_equal(got, want, err_msg=want.path)
     resumed.fit(real, None, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    # On TensorFlow, two identical runs of the WGAN-GP (a gradient of a
+    # gradient) end up to 1e-4 apart in about one process of three, on
+    # Keras 3.15 and 3.16, without a reload: its training is compared with
+    # a margin there, which a wrong schedule phase or noise seed after
+    # loading exceeds many times. The restore itself is exact (above).
+    atol = 1e-3 if BACKEND == "tensorflow" and port is wgan_port else 1e-6
     for got, want in zip(resumed.get_weights(), straight.get_weights()):
-        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(got, want, rtol=0, atol=atol)
