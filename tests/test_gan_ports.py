@@ -52,9 +52,9 @@ def apply(optimizer, grads, variables):
         optimizer.apply(grads, variables)
 
 
-def assert_same_weights(a, b):
+def assert_same_weights(a, b, atol=1e-6):
     for got, want in zip(reference.weights_of(a), reference.weights_of(b)):
-        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(got, want, rtol=0, atol=atol)
 
 
 # DCGAN -------------------------------------------------------------------
@@ -344,8 +344,11 @@ def test_wgan_gp_port_matches_keras_io_step_for_step():
     history = port.fit(real, None, batch_size=BATCH, epochs=1, shuffle=False,
                        verbose=0)  # fmt: skip
     assert {"d_cost_loss", "gradient_penalty_loss", "g_loss"} <= set(history.history)
-    assert_same_weights(critic, ref_critic)
-    assert_same_weights(gen, ref_gen)
+    # TensorFlow's gradient of a gradient rounds differently from run to run
+    # (see the resume test below): 1e-5 there, 1e-6 elsewhere.
+    atol = 1e-5 if BACKEND == "tensorflow" else 1e-6
+    assert_same_weights(critic, ref_critic, atol)
+    assert_same_weights(gen, ref_gen, atol)
 
 
 @pytest.mark.parametrize("port", [dcgan_port, wgan_port], ids=["dcgan", "wgan"])
