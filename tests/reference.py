@@ -68,3 +68,16 @@ def unique_variables(*models):
 
 def weights_of(*models):
     return [np.array(keras.ops.convert_to_numpy(v)) for v in unique_variables(*models)]
+
+
+def strategy_coefficients(strategy, jac):
+    """`(a, b)` of a gradient-level `strategy` built for `len(jac)` tasks of
+    weight 1 and unit losses, on the float32 Gram matrix of the rows of
+    `jac`: the combination of the shared gradients (as float64) and of the
+    others."""
+    ops = keras.ops
+    k = len(jac)
+    strategy.build_for_tasks([f"t{i}" for i in range(k)], [1.0] * k)
+    gram = ops.convert_to_tensor((jac @ jac.T).astype("float32"))
+    a, b = strategy.coefficients(gram, ops.ones((k,)), list(range(k)), training=True)
+    return ops.convert_to_numpy(a).astype("float64"), ops.convert_to_numpy(b)

@@ -3,23 +3,15 @@ computed in float64 from the SVD of the Jacobian itself."""
 
 import numpy as np
 import pytest
-from keras import ops
 
 from joint_keras.weighting.aligned_mtl import AlignedMTL
+from tests.reference import strategy_coefficients as coefficients
 
 CONFLICTING = np.array([[1.0, 0.0], [-1.0, 1.0]])
 ALIGNED = np.array([[1.0, 0.5], [0.5, 1.0]])
 THREE = np.array([[1.0, 0.2, 0.0, 0.4], [-0.8, 1.0, 0.3, 0.0], [0.1, -0.9, 1.0, 0.2]])
 THREE_ALIGNED = np.array([[2.0, 0.2, 0.0], [0.3, 1.0, 0.3], [0.1, 0.1, 0.5]])
 RANK_TWO = np.array([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [1.0, 2.0, 0.0]])
-
-
-def coefficients(strategy, jac):
-    k = len(jac)
-    strategy.build_for_tasks([f"t{i}" for i in range(k)], [1.0] * k)
-    gram = ops.convert_to_tensor((jac @ jac.T).astype("float32"))
-    a, b = strategy.coefficients(gram, ops.ones((k,)), list(range(k)), training=True)
-    return ops.convert_to_numpy(a).astype("float64"), ops.convert_to_numpy(b)
 
 
 def aligned_by_hand(jac, scale_mode="min"):

@@ -3,23 +3,15 @@ gradients with numpy's pseudo-inverse."""
 
 import numpy as np
 import pytest
-from keras import ops
 
 from joint_keras.weighting.config import ConFIG
+from tests.reference import strategy_coefficients as coefficients
 
 CONFLICTING = np.array([[1.0, 0.0], [-1.0, 1.0]])
 ALIGNED = np.array([[1.0, 0.5], [0.5, 1.0]])
 THREE = np.array([[1.0, 0.2, 0.0], [-0.8, 1.0, 0.3], [0.1, -0.9, 1.0]])
 # Three gradients in a plane: U U^T is singular; the pseudo-inverse decides.
 THREE_IN_A_PLANE = np.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [-1.0, 3.0, 0.0]])
-
-
-def coefficients(strategy, jac):
-    k = len(jac)
-    strategy.build_for_tasks([f"t{i}" for i in range(k)], [1.0] * k)
-    gram = ops.convert_to_tensor((jac @ jac.T).astype("float32"))
-    a, b = strategy.coefficients(gram, ops.ones((k,)), list(range(k)), training=True)
-    return ops.convert_to_numpy(a).astype("float64"), ops.convert_to_numpy(b)
 
 
 def config_by_hand(jac):

@@ -5,22 +5,14 @@ import itertools
 
 import numpy as np
 import pytest
-from keras import ops
 
 from joint_keras.weighting.dualproj import DualProj
+from tests.reference import strategy_coefficients as coefficients
 
 CONFLICTING = np.array([[1.0, 0.0], [-1.0, 1.0]])
 ALIGNED = np.array([[1.0, 0.5], [0.5, 1.0]])
 THREE_CONFLICTING = np.array([[1.0, 0.0, 0.0], [-0.9, 0.5, 0.1], [0.1, -0.6, 1.0]])
 THREE_ALIGNED = np.array([[1.0, 0.2, 0.0], [0.3, 1.0, 0.3], [0.1, 0.1, 1.0]])
-
-
-def coefficients(strategy, jac):
-    k = len(jac)
-    strategy.build_for_tasks([f"t{i}" for i in range(k)], [1.0] * k)
-    gram = ops.convert_to_tensor((jac @ jac.T).astype("float32"))
-    a, b = strategy.coefficients(gram, ops.ones((k,)), list(range(k)), training=True)
-    return ops.convert_to_numpy(a).astype("float64"), ops.convert_to_numpy(b)
 
 
 def project_onto_dual_cone(jac, y):
