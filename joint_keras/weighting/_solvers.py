@@ -655,25 +655,33 @@ def _nnls(h, b, tolerance):
         rhs = free * b
         z = ops.sum(rhs[:, :, None] * inverse, axis=1)
         z = free * _refine_box(rhs, z, free, h, inverse)
-        blocked = (free > 0) & (z <= 0)
-        interior = ops.logical_not(ops.any(blocked, axis=1, keepdims=True))
-        # Interior: z is the iterate, and the most violated coordinate frees.
         gradient = ops.where(free > 0, -np.inf, b - z @ h)
         add = ops.max(gradient, axis=1, keepdims=True) > tolerance
-        newly = ops.one_hot(ops.argmax(gradient, axis=1), k, dtype=h.dtype)
-        freed = free + ops.where(add, newly, 0.0)
-        # Blocked: from x towards z until a coordinate reaches 0.
-        ratio = ops.where(blocked, x / (x - z + _TINY), np.inf)
-        moved = x + ops.min(ratio, axis=1, keepdims=True) * (z - x)
-        first = ops.one_hot(ops.argmin(ratio, axis=1), k, dtype=h.dtype)
-        kept = free * (1.0 - first) * ops.cast(moved > 0, h.dtype)
-        return (
-            ops.where(interior, freed, kept),
-            ops.where(interior, z, moved * kept),
-        )
+        return _active_set_move(free, x, z, gradient, add, k)
 
     zeros = ops.zeros(ops.shape(b), h.dtype)
     return ops.fori_loop(0, 3 * k + 5, step, (zeros, zeros))[1]
+
+
+def _active_set_move(free, x, z, score, add, k):
+    """One move of a primal active-set method (Lawson-Hanson), batched:
+    `(free, x)` after it, from the free set `free` (0/1), the iterate `x`,
+    the free set's solution `z`, and `score` (`-inf` on free coordinates).
+
+    Where `z` is positive on the free set it becomes the iterate, and the
+    coordinate of highest `score` is freed where `add`. Elsewhere the
+    iterate moves from `x` towards `z` until a coordinate reaches 0, which
+    leaves the free set."""
+    dtype = x.dtype
+    blocked = (free > 0) & (z <= 0)
+    interior = ops.logical_not(ops.any(blocked, axis=1, keepdims=True))
+    newly = ops.one_hot(ops.argmax(score, axis=1), k, dtype=dtype)
+    freed = free + ops.where(add, newly, 0.0)
+    ratio = ops.where(blocked, x / (x - z + _TINY), np.inf)
+    moved = x + ops.min(ratio, axis=1, keepdims=True) * (z - x)
+    first = ops.one_hot(ops.argmin(ratio, axis=1), k, dtype=dtype)
+    kept = free * (1.0 - first) * ops.cast(moved > 0, dtype)
+    return ops.where(interior, freed, kept), ops.where(interior, z, moved * kept)
 
 
 def _min_norm_active_set(g):
@@ -713,8 +721,6 @@ def _cagrad_active_set(g, mean_gram, mean_sq, radius):
         rows = _refine(ops.concatenate([unit, extra], axis=1), rows, matrix, inverse)
         z, gz, room = _cagrad_combination(g, radius, rows)
         z = ops.where(room > 1e-12, z, rows[:, 0, :k] + 1e4 * rows[:, 1, :k])
-        blocked = (free > 0) & (z <= 0)
-        interior = ops.logical_not(ops.any(blocked, axis=1, keepdims=True))
         norm = ops.sqrt(ops.relu(ops.sum(z * gz, axis=1, keepdims=True)))
         grad = mean_gram + radius * gz / (norm + _TINY)
         gap = ops.sum(z * grad, axis=1, keepdims=True) - grad
@@ -722,16 +728,7 @@ def _cagrad_active_set(g, mean_gram, mean_sq, radius):
         kink = norm < 1e-6
         gap = ops.where(free > 0, -np.inf, ops.where(kink, 1.0 - cost, gap))
         add = ops.max(gap, axis=1, keepdims=True) > ops.where(kink, -1e30, 1e-7)
-        newly = ops.one_hot(ops.argmax(gap, axis=1), k, dtype=g.dtype)
-        freed = free + ops.where(add, newly, 0.0)
-        ratio = ops.where(blocked, x / (x - z + _TINY), np.inf)
-        moved = x + ops.min(ratio, axis=1, keepdims=True) * (z - x)
-        first = ops.one_hot(ops.argmin(ratio, axis=1), k, dtype=g.dtype)
-        kept = free * (1.0 - first) * ops.cast(moved > 0, g.dtype)
-        return (
-            ops.where(interior, freed, kept),
-            ops.where(interior, z, moved * kept),
-        )
+        return _active_set_move(free, x, z, gap, add, k)
 
     # Start at the best vertex where the objective is differentiable.
     start_cost = ops.where(ops.diagonal(g) > 1e-12, cost, np.inf)
