@@ -7,6 +7,12 @@ import numbers
 # A submodel or joint loss `n` logs `n_loss`; validation logs prefix `val_`.
 RESERVED_PREFIX = "val"
 
+# The largest seed of `keras.random.SeedGenerator` that every backend takes
+# (PyTorch keeps it as int32; JAX, which takes no negative seed, as uint32).
+MAX_SEED = 2**31 - 1
+
+_KIND_NAMES = {float: "a float", int: "an int", bool: "a bool"}
+
 
 def format_names(names):
     return "[" + ", ".join(repr(n) for n in names) + "]"
@@ -77,3 +83,81 @@ def check_name(name, kind):
             f"The {kind.lower()} name {name!r} would collide with validation "
             "logs (`val_...`). Choose another name."
         )
+
+
+def check_number(
+    value,
+    argument,
+    owner,
+    *,
+    kind=float,
+    minimum=None,
+    maximum=None,
+    exclusive_minimum=False,
+    exclusive_maximum=False,
+    optional=False,
+):
+    """Returns the constructor argument `value` as a `kind`, checked as Keras
+    checks its layers' arguments.
+
+    Args:
+        value: What the user passed.
+        argument: The argument's name.
+        owner: What the argument is given to, e.g. `"jk.weighting.FAMO"`.
+        kind: `float` (any real number: Python or NumPy, not a bool),
+            `int` (an integral number, not a bool) or `bool`.
+        minimum, maximum: Optional bounds of a `float` or `int`, inclusive
+            unless `exclusive_minimum` or `exclusive_maximum`.
+        optional: Whether `None` is accepted (and returned).
+
+    Raises:
+        TypeError: `value` is not of `kind` (or `None` when `optional`).
+        ValueError: `value` is NaN, infinite or out of bounds. Both messages
+            name `owner` and `argument`, say what was expected and end with
+            `Received: argument=value` (and the type, for a `TypeError`).
+    """
+    expected = _expected(
+        kind, minimum, maximum, exclusive_minimum, exclusive_maximum, optional
+    )
+    message = f"`{owner}`: `{argument}` must be {expected}. Received: {argument}="
+    if value is None and optional:
+        return None
+    if kind is bool:
+        valid_type = isinstance(value, bool)
+    else:
+        number = numbers.Integral if kind is int else numbers.Real
+        valid_type = isinstance(value, number) and not isinstance(value, bool)
+    if not valid_type:
+        raise TypeError(f"{message}{value!r} of type {type(value).__name__}")
+    if kind is bool:
+        return value
+    in_range = isinstance(value, numbers.Integral) or math.isfinite(value)
+    if in_range and minimum is not None:
+        in_range = value > minimum if exclusive_minimum else value >= minimum
+    if in_range and maximum is not None:
+        in_range = value < maximum if exclusive_maximum else value <= maximum
+    if not in_range:
+        raise ValueError(f"{message}{value!r}")
+    return kind(value)
+
+
+def _expected(kind, minimum, maximum, exclusive_minimum, exclusive_maximum, optional):
+    """What `check_number` asks for, e.g. "positive and finite (a float)"."""
+    noun = ("None or " if optional else "") + _KIND_NAMES[kind]
+    if kind is bool:
+        return noun
+    if minimum == 0 and maximum is None:
+        bound = "positive" if exclusive_minimum else "non-negative"
+    elif minimum is not None and maximum is not None:
+        low, high = "(" if exclusive_minimum else "[", ")" if exclusive_maximum else "]"
+        bound = f"in {low}{minimum}, {maximum}{high}"
+    elif minimum is not None:
+        bound = f"{'>' if exclusive_minimum else '>='} {minimum}"
+    elif maximum is not None:
+        bound = f"{'<' if exclusive_maximum else '<='} {maximum}"
+    else:
+        bound = None
+    parts = [bound] if bound else []
+    if kind is float and (minimum is None or maximum is None):
+        parts.append("finite")
+    return f"{' and '.join(parts)} ({noun})" if parts else noun

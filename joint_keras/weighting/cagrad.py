@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from joint_keras._checks import check_number
 from joint_keras.weighting import _solvers
 from joint_keras.weighting.base import Coefficients
 from joint_keras.weighting.base import Weighting
@@ -16,15 +17,16 @@ class CAGrad(Weighting):
     `w` on the simplex minimizing `g_w . g0 + sqrt(phi) |g_w|`
     (`g_w = sum_k w_k g_k`), and move along
     `(g0 + sqrt(phi) / |g_w| g_w) / (1 + c^2)` (the authors' rescaling).
-    `c = 0` is plain averaging. Solved exactly on the Gram matrix
-    (`jk.weighting` solvers: every support at once).
+    `c = 0` is plain averaging. Solved on the Gram matrix by
+    `_solvers.cagrad_coefficients`: exactly up to 10 tasks (every support
+    at once), by a monotone active-set method beyond.
 
     References:
         Liu, Liu, Jin, Stone, Liu. Conflict-Averse Gradient Descent for
         Multi-task Learning. NeurIPS 2021.
 
     Args:
-        c: Non-negative float. Defaults to 0.4.
+        c: Non-negative finite float. Defaults to 0.4.
         **kwargs: `representation` (see `jk.weighting.Weighting`), `name`.
     """
 
@@ -32,9 +34,7 @@ class CAGrad(Weighting):
 
     def __init__(self, c=0.4, **kwargs):
         super().__init__(**kwargs)
-        if not c >= 0:
-            raise ValueError(f"`c` must be non-negative. Received: c={c!r}")
-        self.c = float(c)
+        self.c = check_number(c, "c", "jk.weighting.CAGrad", minimum=0)
 
     def coefficients(self, gram, losses, indices, training):
         a = _solvers.cagrad_coefficients(gram, self.c)

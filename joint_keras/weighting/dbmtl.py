@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from joint_keras._checks import check_number
 from joint_keras.weighting.base import Coefficients
 from joint_keras.weighting.base import Weighting
 
@@ -38,8 +39,8 @@ class DBMTL(Weighting):
 
     Args:
         beta: Float in [0, 1), the EMA rate. Defaults to 0.9 (LibMTL's).
-        beta_sigma: Non-negative float, the decay of `beta` over steps.
-            Defaults to 0.0 (LibMTL's: a constant `beta`).
+        beta_sigma: Non-negative finite float, the decay of `beta` over
+            steps. Defaults to 0.0 (LibMTL's: a constant `beta`).
         **kwargs: `representation` (see `jk.weighting.Weighting`), `name`.
     """
 
@@ -47,15 +48,11 @@ class DBMTL(Weighting):
 
     def __init__(self, beta=0.9, beta_sigma=0.0, **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 <= float(beta) < 1.0:
-            raise ValueError(f"`beta` must be in [0, 1). Received: beta={beta!r}")
-        if not float(beta_sigma) >= 0.0:
-            raise ValueError(
-                "`beta_sigma` must be non-negative. Received: "
-                f"beta_sigma={beta_sigma!r}"
-            )
-        self.beta = float(beta)
-        self.beta_sigma = float(beta_sigma)
+        owner = "jk.weighting.DBMTL"
+        self.beta = check_number(
+            beta, "beta", owner, minimum=0, maximum=1, exclusive_maximum=True
+        )
+        self.beta_sigma = check_number(beta_sigma, "beta_sigma", owner, minimum=0)
 
     def build_state(self, num_tasks):
         def state(name):

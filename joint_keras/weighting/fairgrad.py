@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from joint_keras._checks import check_number
 from joint_keras.weighting import _solvers
 from joint_keras.weighting.base import Coefficients
 from joint_keras.weighting.base import Weighting
@@ -36,7 +37,7 @@ class FairGrad(Weighting):
         ICML 2024.
 
     Args:
-        alpha: Positive float, the fairness parameter. Defaults to 1.0,
+        alpha: Positive finite float, the fairness parameter. Defaults to 1.0,
             the default of the authors' code and of LibMTL (their scripts
             use 2.0 on several benchmarks).
         **kwargs: `representation` (see `jk.weighting.Weighting`), `name`.
@@ -46,9 +47,9 @@ class FairGrad(Weighting):
 
     def __init__(self, alpha=1.0, **kwargs):
         super().__init__(**kwargs)
-        if not float(alpha) > 0:
-            raise ValueError(f"`alpha` must be positive. Received: alpha={alpha!r}")
-        self.alpha = float(alpha)
+        self.alpha = check_number(
+            alpha, "alpha", "jk.weighting.FairGrad", minimum=0, exclusive_minimum=True
+        )
 
     def coefficients(self, gram, losses, indices, training):
         w = _solvers.fairgrad_weights(gram, self.alpha)

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from joint_keras._checks import MAX_SEED
+from joint_keras._checks import check_number
 from joint_keras.weighting.base import Weighting
 
 
@@ -13,10 +15,11 @@ class GradDrop(Weighting):
     For each coordinate of the shared gradients, with `g_i` the tasks'
     gradients there, `P = (1 + sum_i g_i / sum_i |g_i|) / 2` is the purity
     of the positive sign; a uniform `U` is drawn, and task `i`'s gradient is
-    kept where `(P > U and g_i > 0)` or `(P < U and g_i < 0)`, else dropped
-    (times `1 - leak`, as in the paper's leak). The update is the sum of what
-    is kept. The paper applies it to the gradients at a shared activation:
-    use `representation=` to do the same. It needs the gradients
+    kept where `(P > U and g_i > 0)` or `(P < U and g_i < 0)`, else
+    multiplied by `leak` (the paper's leak, the same for every task; 0, the
+    default, drops it). The update is the sum of what is kept. The paper
+    applies it to the gradients at a shared activation: use
+    `representation=` to do the same. It needs the gradients
     themselves, not only their Gram matrix.
 
     References:
@@ -27,7 +30,7 @@ class GradDrop(Weighting):
     Args:
         leak: Float in [0, 1], the part of a dropped gradient kept.
             Defaults to 0.0.
-        seed: Optional int seed of `U`.
+        seed: Optional int seed of `U`, in [0, 2**31 - 1].
         **kwargs: `representation` (see `jk.weighting.Weighting`), `name`.
     """
 
@@ -35,11 +38,12 @@ class GradDrop(Weighting):
 
     def __init__(self, leak=0.0, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 <= leak <= 1.0:
-            raise ValueError(f"`leak` must be in [0, 1]. Received: leak={leak!r}")
-        self.leak = float(leak)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        owner = "jk.weighting.GradDrop"
+        self.leak = check_number(leak, "leak", owner, minimum=0, maximum=1)
+        self.seed = check_number(
+            seed, "seed", owner, kind=int, minimum=0, maximum=MAX_SEED, optional=True
+        )
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
 
     def combine(self, jacobians, losses, indices, training):
         n = len(indices)

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from joint_keras._checks import check_number
 from joint_keras.weighting.base import Coefficients
 from joint_keras.weighting.base import Weighting
 
@@ -15,10 +16,13 @@ class GradNorm(Weighting):
     task's gradient norm `G_k = |grad (w_k L_k)|` on the shared variables
     tracks `mean(G) * r_k^alpha`, where `r_k` is the task's relative inverse
     training rate `(L_k / L_k(0)) / mean_j (L_j / L_j(0))`: a task that
-    trains slower gets a larger gradient. After each step, `w` takes one
-    gradient step on `sum_k |G_k - target_k|` (targets held constant;
-    `dG_k / dw_k = G_k / w_k`) and is renormalized to sum to the number of
-    tasks. The model update is the gradient of `sum_k w_k L_k`.
+    trains slower gets a larger gradient. At each training step, `w` takes
+    one plain gradient step on `sum_k |G_k - target_k|` (targets held
+    constant; `dG_k / dw_k = G_k / w_k`), is floored at 1e-6 and is
+    renormalized to sum to the number of tasks in the step; the new `w`
+    weights the next step. The model update is the gradient of
+    `sum_k w_k L_k`. `L_k(0)` is the task's loss at its first training
+    step.
 
     References:
         Chen, Badrinarayanan, Lee, Rabinovich. GradNorm: Gradient
@@ -26,8 +30,10 @@ class GradNorm(Weighting):
         Networks. ICML 2018.
 
     Args:
-        alpha: Non-negative float, the restoring force. Defaults to 1.5.
-        learning_rate: Positive float, step size for `w`. Defaults to 0.025.
+        alpha: Non-negative finite float, the restoring force. Defaults to
+            1.5.
+        learning_rate: Positive finite float, the step size for `w`.
+            Defaults to 0.025.
         **kwargs: `representation` (see `jk.weighting.Weighting`), `name`.
     """
 
@@ -35,8 +41,11 @@ class GradNorm(Weighting):
 
     def __init__(self, alpha=1.5, learning_rate=0.025, **kwargs):
         super().__init__(**kwargs)
-        self.alpha = float(alpha)
-        self.learning_rate = float(learning_rate)
+        owner = "jk.weighting.GradNorm"
+        self.alpha = check_number(alpha, "alpha", owner, minimum=0)
+        self.learning_rate = check_number(
+            learning_rate, "learning_rate", owner, minimum=0, exclusive_minimum=True
+        )
 
     def build_state(self, num_tasks):
         self.task_scales = self.add_weight(

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from joint_keras._checks import MAX_SEED
+from joint_keras._checks import check_number
 from joint_keras.weighting.base import Coefficients
 from joint_keras.weighting.base import Weighting
 
@@ -41,7 +43,7 @@ class GradVac(Weighting):
     Args:
         beta: Float in [0, 1], the targets' EMA rate. Defaults to 0.01,
             the paper's (LibMTL's and TorchJD's default is 0.5).
-        seed: Optional int seed of the random orders.
+        seed: Optional int seed of the random orders, in [0, 2**31 - 1].
         **kwargs: `representation` (see `jk.weighting.Weighting`), `name`.
     """
 
@@ -49,11 +51,12 @@ class GradVac(Weighting):
 
     def __init__(self, beta=0.01, seed=None, **kwargs):
         super().__init__(**kwargs)
-        if not 0.0 <= float(beta) <= 1.0:
-            raise ValueError(f"`beta` must be in [0, 1]. Received: beta={beta!r}")
-        self.beta = float(beta)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        owner = "jk.weighting.GradVac"
+        self.beta = check_number(beta, "beta", owner, minimum=0, maximum=1)
+        self.seed = check_number(
+            seed, "seed", owner, kind=int, minimum=0, maximum=MAX_SEED, optional=True
+        )
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
 
     def build_state(self, num_tasks):
         self.targets = self.add_weight(

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from joint_keras._checks import check_number
 from joint_keras.weighting import _solvers
 from joint_keras.weighting.base import Coefficients
 from joint_keras.weighting.base import Weighting
@@ -15,19 +16,29 @@ class MGDA(Weighting):
     The shared variables get `sum_k w_k g_k` with `w` the point of the
     simplex minimizing `|sum_k w_k g_k|^2`: a direction that decreases every
     task's loss, or zero at a Pareto-stationary point. The other variables
-    get their task's gradient. `w` is solved exactly on the Gram matrix
-    (`jk.weighting` solvers: every support at once, one batched inverse).
+    get their task's gradient. `w` is solved on the Gram matrix by
+    `_solvers.min_norm_weights`: exactly up to 10 tasks (every support at
+    once, one batched inverse), by Lawson and Hanson's active-set method
+    beyond. The solution does not depend on the scale of the Gram matrix.
 
     References:
         Sener, Koltun. Multi-Task Learning as Multi-Objective Optimization.
         NeurIPS 2018.
 
     Args:
-        norm_eps: Non-negative float. With `reg_eps`, the regularization of
-            the Gram matrix of the reference implementation (TorchJD): it is
-            divided by its trace plus `norm_eps`, and `reg_eps` is added to
-            its diagonal. Defaults to 0.0 (the exact problem).
-        reg_eps: Non-negative float. Defaults to 0.0.
+        norm_eps: Non-negative finite float. When `norm_eps` or `reg_eps` is
+            positive, the Gram matrix is first regularized as TorchJD
+            regularizes it (`_solvers.normalize_gram`): divided by its trace
+            (the sum of the squared gradient norms), or replaced by the zero
+            matrix when that trace is not above `norm_eps` (then every `w`
+            of the simplex is a minimizer and one with a single non-zero
+            weight is returned), and `reg_eps` is added to its diagonal.
+            Dividing by the trace alone changes nothing. Defaults to 0.0:
+            with both 0, the Gram matrix is used as it is (the exact
+            problem).
+        reg_eps: Non-negative finite float, the ridge added to the diagonal
+            of the normalized Gram matrix (see `norm_eps`). Defaults to
+            0.0.
         **kwargs: `representation` (see `jk.weighting.Weighting`), `name`.
     """
 
@@ -35,8 +46,9 @@ class MGDA(Weighting):
 
     def __init__(self, norm_eps=0.0, reg_eps=0.0, **kwargs):
         super().__init__(**kwargs)
-        self.norm_eps = float(norm_eps)
-        self.reg_eps = float(reg_eps)
+        owner = "jk.weighting.MGDA"
+        self.norm_eps = check_number(norm_eps, "norm_eps", owner, minimum=0)
+        self.reg_eps = check_number(reg_eps, "reg_eps", owner, minimum=0)
 
     def coefficients(self, gram, losses, indices, training):
         if self.norm_eps or self.reg_eps:

@@ -34,9 +34,13 @@ class NashMTL(Weighting):
     and multiplies it back in the constraint, so its solution is this one;
     the solver here rescales internally. As in the paper, `alpha_k`
     scales as `1 / |g_k|`, so the update does not depend on the tasks'
-    loss scales, and `|d| = sqrt(K)` whatever the gradients' size (the
-    authors clip the shared gradient's norm to 1 in their training loops;
-    set `clipnorm` on the optimizer for that).
+    loss scales, and `|d| = sqrt(K)` whatever the gradients' size. The
+    authors' `NashMTL.backward` then clips the norm of the gradient of all
+    the shared parameters together to `max_norm` (1.0 by default),
+    leaving the task-specific gradients as they are; this class does not,
+    and Keras's optimizer options do not reproduce it: `clipnorm` clips
+    each variable's gradient on its own, and `global_clipnorm` the norm of
+    every gradient the optimizer applies, the task-specific ones included.
 
     A solution exists exactly when the gradients are not
     Pareto-stationary (0 not in their convex hull), where no direction

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from joint_keras._checks import MAX_SEED
+from joint_keras._checks import check_number
 from joint_keras.weighting.base import Coefficients
 from joint_keras.weighting.base import Weighting
 
@@ -25,7 +27,7 @@ class PCGrad(Weighting):
         Multi-Task Learning. NeurIPS 2020.
 
     Args:
-        seed: Optional int seed of the random orders.
+        seed: Optional int seed of the random orders, in [0, 2**31 - 1].
         shared_order: Bool. Defaults to `False`.
         **kwargs: `representation` (see `jk.weighting.Weighting`), `name`.
     """
@@ -34,9 +36,12 @@ class PCGrad(Weighting):
 
     def __init__(self, seed=None, shared_order=False, **kwargs):
         super().__init__(**kwargs)
-        self.seed = seed
-        self.shared_order = bool(shared_order)
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        owner = "jk.weighting.PCGrad"
+        self.seed = check_number(
+            seed, "seed", owner, kind=int, minimum=0, maximum=MAX_SEED, optional=True
+        )
+        self.shared_order = check_number(shared_order, "shared_order", owner, kind=bool)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
 
     def coefficients(self, gram, losses, indices, training):
         n = len(indices)
