@@ -6,6 +6,7 @@ from joint_keras import weighting
 from joint_keras._graph import INPUT
 from joint_keras._graph import Concat
 from joint_keras._graph import Noise
+from joint_keras._graph import Output
 from joint_keras.joint_loss import JointLoss
 from joint_keras.joint_model import JointModel
 from joint_keras.submodel_optimizer import SubmodelOptimizer
@@ -18,6 +19,7 @@ __all__ = [
     "JointLoss",
     "JointModel",
     "Noise",
+    "Output",
     "SubmodelOptimizer",
     "callbacks",
     "losses",

@@ -34,9 +34,9 @@ def gram_matrix(jacobians, num_tasks, loss_scale, per_replica_rows):
             over the replicas (sum the replicas' Gram matrices).
 
     Returns:
-        Tensor `(num_tasks, num_tasks)`, zero if the scaled gradients
-        overflowed (the `LossScaleOptimizer` skips such a step; the
-        strategy's state must not move either).
+        Tensor `(num_tasks, num_tasks)`, not finite if the scaled gradients
+        overflowed (the `LossScaleOptimizer` skips such a step, and the
+        strategy's state does not move: `Weighting.combination`).
     """
     flat = ops.concatenate(
         [ops.reshape(ops.cast(j, "float32"), (num_tasks, -1)) for j in jacobians],
@@ -48,7 +48,7 @@ def gram_matrix(jacobians, num_tasks, loss_scale, per_replica_rows):
     else:
         flat = backend.cross_replica_sum(flat)
         gram = ops.matmul(flat, ops.transpose(flat))
-    return ops.where(ops.all(ops.isfinite(gram)), gram, ops.zeros_like(gram))
+    return gram
 
 
 def summed_over_replicas(jacobians):
@@ -76,11 +76,12 @@ def vectorized(per_task_gradients, num_tasks, at_representation):
     `per_task_gradients`.
 
     On `"auto"`, as measured on CPU by `benchmarks/weighting_step_time.py`
-    (README): on the shared variables one pass per task is never slower
-    on any backend (and 2.3x faster with JAX at 8 tasks); at a shared
-    representation the vectorized pass is faster from 4 tasks on. On a GPU
-    or TPU, the vectorized pass (one large batched product rather than
-    several small ones; not measured here).
+    at 2, 4 and 8 tasks (README): on the shared variables one pass per task
+    is never slower on any backend (and 2.3x faster with JAX at 8 tasks);
+    at a shared representation the vectorized pass is faster at 4 and 8
+    tasks, not at 2, so it is taken from 3 tasks on. On a GPU or TPU, the
+    vectorized pass (one large batched product rather than several small
+    ones).
     """
     if per_task_gradients != "auto":
         return per_task_gradients == "vectorized"

@@ -31,11 +31,14 @@ MetricsList = compile_utils.MetricsList
 direction only inside `MetricsList` and `CompileMetrics` instances."""
 
 
-def compile_loss(loss, loss_weights=None):
+def compile_loss(loss, loss_weights=None, output_names=None):
     """Keras's `CompileLoss` for one submodel: its `loss` means what it means
     in `keras.Model.compile` (string resolution by shape, nested outputs,
-    per-output weights, sample weights, distribution scaling)."""
-    return compile_utils.CompileLoss(loss, loss_weights=loss_weights)
+    per-output weights, sample weights, distribution scaling); a loss dict
+    of a model that returns a list is keyed by `output_names`."""
+    return compile_utils.CompileLoss(
+        loss, loss_weights=loss_weights, output_names=output_names
+    )
 
 
 def compile_metrics(metrics, weighted_metrics):

@@ -105,8 +105,12 @@ class Noise:
                 "`distribution` must be 'normal' or 'uniform'. "
                 f"Received: distribution={distribution!r}"
             )
-        self.shape = tuple(shape)
+        self.shape = _check_shape(shape)
         self.distribution = distribution
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise TypeError(
+                f"`jk.Noise` takes an int `seed`, or None. Received: seed={seed!r}"
+            )
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
@@ -131,6 +135,57 @@ class Noise:
         return f"jk.Noise({self.shape}, {self.distribution!r})"
 
 
+@keras.saving.register_keras_serializable(package="joint_keras")
+class Output:
+    """One output of a submodel with several, as a source.
+
+    Args:
+        submodel: Name of the submodel.
+        output: Which output: its position (an int) or its name (the name of
+            a functional model's output layer, or its key when the model
+            returns a dict).
+
+    Example:
+
+    ```python
+    # "trunk" returns [features, logits]; the head reads the features.
+    jk.JointModel(
+        {"trunk": trunk, "head": head},
+        inputs={"head": jk.Output("trunk", "features")},
+    )
+    ```
+    """
+
+    def __init__(self, submodel, output):
+        if not isinstance(submodel, str):
+            raise TypeError(
+                "`jk.Output` takes the submodel's name first. Received: "
+                f"submodel={submodel!r} of type {type(submodel).__name__}"
+            )
+        if isinstance(output, bool) or not isinstance(output, (int, str)):
+            raise TypeError(
+                "`jk.Output` picks an output by position (an int) or name (a "
+                f"string). Received: output={output!r} of type "
+                f"{type(output).__name__}"
+            )
+        if isinstance(output, int) and output < 0:
+            raise ValueError(
+                f"`jk.Output` positions start at 0. Received: output={output!r}"
+            )
+        self.submodel = submodel
+        self.output = output
+
+    def get_config(self):
+        return {"submodel": self.submodel, "output": self.output}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        return f"jk.Output({self.submodel!r}, {self.output!r})"
+
+
 class SubmodelGraph:
     """Which source feeds each submodel, and the order to run them in.
 
@@ -144,6 +199,13 @@ class SubmodelGraph:
     """
 
     def __init__(self, names, inputs=None):
+        if inputs is not None and not isinstance(inputs, dict):
+            raise TypeError(
+                "`inputs` must be a dict mapping a submodel name to its source "
+                "(a submodel name, `jk.INPUT`, `jk.Noise(...)`, `jk.Output(...)`, "
+                f"`jk.Concat(...)`). Received: inputs={inputs!r} of type "
+                f"{type(inputs).__name__}"
+            )
         inputs = dict(inputs or {})
         unknown = [k for k in inputs if k not in names]
         if unknown:
@@ -167,6 +229,8 @@ class SubmodelGraph:
         self.given = inputs
         # Flat functional models of the whole graph, by input form (below).
         self.fused = {}
+        # Each submodel's output names, where declared (`check_outputs`).
+        self.output_names = {}
 
     @property
     def is_trivial(self):
@@ -245,11 +309,11 @@ class SubmodelGraph:
         try:
             first = submodels[self.takes_input[0]] if self.takes_input else None
             if shared:
-                inputs = keras.tree.map_structure(_like, _declared_input(first))
+                inputs = _inputs_like(_declared_input(first), "input")
                 routed = {name: inputs for name in self.takes_input}
             else:
                 routed = {
-                    n: keras.tree.map_structure(_like, _declared_input(submodels[n]))
+                    n: _inputs_like(_declared_input(submodels[n]), n)
                     for n in self.takes_input
                 }
                 inputs = routed
@@ -273,6 +337,46 @@ class SubmodelGraph:
             outputs[name] = submodels[name].compute_output_spec(value)
         return outputs
 
+    def check_outputs(self, submodels):
+        """Raises unless every source that reads a submodel with several
+        outputs picks one (`jk.Output`) or passes them all to a submodel
+        that takes as many inputs; checks each `jk.Output` against the
+        outputs it picks from, where the submodels declare them."""
+        self.output_names = {n: _output_names(m) for n, m in submodels.items()}
+        for name in self.names:
+            source = self.sources[name]
+            for output in _collect(source, Output):
+                structure = _declared_output(submodels[output.submodel])
+                if structure is not None:
+                    names = self.output_names[output.submodel]
+                    _pick(structure, output, name, names)
+            takes = _declared_input(submodels[name])
+            for read in _bare_names(source):
+                names = self.output_names[read]
+                if names is None:  # One output, or not declared.
+                    continue
+                count = len(keras.tree.flatten(takes)) if takes is not None else 0
+                if source == read and count == len(names):
+                    continue
+                raise ValueError(
+                    f"`inputs[{name!r}]` reads {read!r}, which has "
+                    f"{len(names)} outputs ({names}); pick one with "
+                    f"`jk.Output({read!r}, {names[0]!r})` (or by position, "
+                    f"`jk.Output({read!r}, 0)`)."
+                )
+
+    def input_part(self, name, declared):
+        """The part of submodel `name`'s declared inputs (`declared`, a
+        structure like its source) that its entry of `x` feeds."""
+        parts = _input_parts(self.sources[name], declared)
+        if not parts:
+            raise ValueError(
+                f"Cannot tell which of submodel {name!r}'s inputs its entry of "
+                f"`x` feeds (`inputs[{name!r}]={self.sources[name]!r}`); pass "
+                "`input_signature` to `export()`."
+            )
+        return parts[0]
+
     def _resolve(self, source, name, routed, outputs, rows):
         if isinstance(source, InputSource):
             return routed[name]
@@ -282,10 +386,14 @@ class SubmodelGraph:
             return keras.KerasTensor((None,) + source.shape)
         if isinstance(source, Noise):
             return source.draw(rows)
+        if isinstance(source, Output):
+            names = self.output_names.get(source.submodel)
+            return _pick(outputs[source.submodel], source, name, names)
         if isinstance(source, Concat):
             parts = [
                 self._resolve(s, name, routed, outputs, rows) for s in source.sources
             ]
+            _check_concatenable(parts, source, name)
             return ops.concatenate(parts, axis=source.axis)
         if isinstance(source, dict):
             return {
@@ -303,6 +411,22 @@ class SubmodelGraph:
         }
 
 
+def _input_parts(source, declared):
+    """The parts of `declared` that `jk.INPUT` feeds in `source`."""
+    if isinstance(source, InputSource):
+        return [declared]
+    if isinstance(source, Concat):
+        direct = any(isinstance(s, InputSource) for s in source.sources)
+        return [declared] if direct and source.axis == 0 else []
+    if isinstance(source, dict) and isinstance(declared, dict):
+        keys = [k for k in source if k in declared]
+        return [p for k in keys for p in _input_parts(source[k], declared[k])]
+    if isinstance(source, (list, tuple)) and isinstance(declared, (list, tuple)):
+        pairs = zip(source, declared)
+        return [p for s, d in pairs for p in _input_parts(s, d)]
+    return []
+
+
 def _declared_input(model):
     """A functional or `Sequential` model's input tensor(s), or `None`."""
     try:
@@ -314,8 +438,20 @@ def _declared_input(model):
     return inputs[0] if len(inputs) == 1 else list(inputs)
 
 
-def _like(tensor):
-    return keras.Input(shape=tensor.shape[1:], dtype=tensor.dtype)
+def _inputs_like(structure, name):
+    """New `keras.Input`s like the tensors in `structure`, each named after
+    its path (from `name`, or its key in a dict of inputs, as `keras.Model`
+    wants a dict's tensors named)."""
+    prefix = [] if isinstance(structure, dict) else [name]
+    new = [
+        keras.Input(
+            shape=t.shape[1:],
+            dtype=t.dtype,
+            name="_".join(prefix + list(map(str, path))),
+        )
+        for path, t in keras.tree.flatten_with_path(structure)
+    ]
+    return keras.tree.pack_sequence_as(structure, new)
 
 
 def _read_names(source, owner, names):
@@ -331,6 +467,8 @@ def _read_names(source, owner, names):
         if source == owner:
             raise ValueError(f"`inputs[{owner!r}]` reads its own output.")
         return [source]
+    if isinstance(source, Output):
+        return _read_names(source.submodel, owner, names)
     if isinstance(source, Concat):
         return [n for s in source.sources for n in _read_names(s, owner, names)]
     if isinstance(source, dict):
@@ -339,7 +477,8 @@ def _read_names(source, owner, names):
         return [n for s in source for n in _read_names(s, owner, names)]
     raise TypeError(
         f"`inputs[{owner!r}]` must be a submodel name, `jk.INPUT`, "
-        "`jk.Noise(...)`, `jk.Concat(...)`, or a list or dict of these. "
+        "`jk.Noise(...)`, `jk.Output(...)`, `jk.Concat(...)`, or a list or "
+        "dict of these. "
         f"Received: {source!r} of type {type(source).__name__}"
     )
 
@@ -381,3 +520,101 @@ def _collect(source, kind):
     if isinstance(source, (list, tuple)) and not isinstance(source, str):
         return [x for s in source for x in _collect(s, kind)]
     return []
+
+
+def _check_shape(shape):
+    """`shape` as a tuple of positive ints (`jk.Noise`'s sample shape)."""
+    if isinstance(shape, (list, tuple)) and all(
+        isinstance(d, int) and not isinstance(d, bool) for d in shape
+    ):
+        if all(d > 0 for d in shape):
+            return tuple(shape)
+        raise ValueError(
+            "`jk.Noise` takes the shape of one sample, positive sizes. "
+            f"Received: shape={shape!r}"
+        )
+    raise TypeError(
+        "`jk.Noise` takes the shape of one sample as a tuple of ints, e.g. "
+        f"`jk.Noise((4,))`. Received: shape={shape!r} of type {type(shape).__name__}"
+    )
+
+
+def _declared_output(model):
+    """A functional or `Sequential` model's output structure, or `None`."""
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return None
+    if not outputs or len(outputs) == 1:
+        return outputs[0] if outputs else None
+    try:
+        return model.output  # A functional model's structure (list or dict).
+    except (AttributeError, ValueError):
+        return list(outputs)
+
+
+def _output_names(model):
+    """The names of a model's outputs: the keys of its output dict, or its
+    output layers' names (`output_names`), or `None` when unknown."""
+    structure = _declared_output(model)
+    if isinstance(structure, dict):
+        return list(structure)
+    if isinstance(structure, (list, tuple)):
+        return list(getattr(model, "output_names", None) or range(len(structure)))
+    return None
+
+
+def _bare_names(source):
+    """The submodel names `source` reads whole (not through `jk.Output`)."""
+    if isinstance(source, str):
+        return [source]
+    if isinstance(source, Concat):
+        return [n for s in source.sources for n in _bare_names(s)]
+    if isinstance(source, dict):
+        return [n for s in source.values() for n in _bare_names(s)]
+    if isinstance(source, (list, tuple)):
+        return [n for s in source for n in _bare_names(s)]
+    return []
+
+
+def _pick(value, source, reader, names):
+    """The output of `value` (a submodel's outputs, named `names`) that
+    `source` picks."""
+    picked = source.output
+    if isinstance(value, dict):
+        if picked in value:
+            return value[picked]
+    elif isinstance(value, (list, tuple)):
+        if isinstance(picked, str) and names and picked in names:
+            picked = names.index(picked)
+        if isinstance(picked, int) and picked < len(value):
+            return value[picked]
+    else:
+        raise ValueError(
+            f"`inputs[{reader!r}]` picks output {source.output!r} of "
+            f"{source.submodel!r}, which has one output: read it as "
+            f"{source.submodel!r}."
+        )
+    raise ValueError(
+        f"`inputs[{reader!r}]` picks output {source.output!r} of "
+        f"{source.submodel!r}, whose outputs are {names} (by name, or, when it "
+        "returns a list, by position from 0)."
+    )
+
+
+def _check_concatenable(parts, source, name):
+    """Raises unless `parts` agree in rank and in every size but the axis's."""
+    shapes = [tuple(p.shape) for p in parts]
+    ranks = {len(shape) for shape in shapes}
+    axis = source.axis % max(ranks)
+    compatible = len(ranks) == 1 and all(
+        len({d for d in sizes if d is not None}) <= 1
+        for i, sizes in enumerate(zip(*shapes))
+        if i != axis
+    )
+    if not compatible:
+        raise ValueError(
+            f"`inputs[{name!r}]` concatenates {source.sources!r} along axis "
+            f"{source.axis}, but their shapes {shapes} differ in another axis "
+            "(or in rank)."
+        )

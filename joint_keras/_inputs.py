@@ -69,20 +69,45 @@ def output_counts(submodels):
     return counts
 
 
-def input_signature(submodels):
-    """The joint model's input signature read from the submodels' inputs:
-    one input when every submodel takes the same, else a dict by name."""
-    specs = {}
+def output_names(submodels):
+    """`{name: output names}` for the submodels with several declared
+    outputs (a functional model's output layers' names, as
+    `keras.Model.compile` keys a loss dict by them)."""
+    names = {}
     for name, model in submodels.items():
-        inputs = _declared_inputs(model)
+        if output_counts({name: model}).get(name, 1) > 1:
+            names[name] = list(getattr(model, "output_names", None) or []) or None
+    return names
+
+
+def input_signature(submodels, graph):
+    """The joint model's input signature read from the submodels' inputs:
+    for each submodel that takes its entry of `x` (`graph.takes_input`), the
+    part of its declared inputs fed by `x`; one input when they all take
+    the same, else a dict by name."""
+    specs = {}
+    for name in graph.takes_input:
+        inputs = _declared_inputs(submodels[name])
         if not inputs:
             raise ValueError(
                 f"Cannot read the input signature of submodel {name!r} "
                 "(it has no `inputs`); pass `input_signature` to `export()`."
             )
-        inputs = inputs[0] if len(inputs) == 1 else inputs
+        if len(inputs) == 1:
+            inputs = inputs[0]
+        elif hasattr(submodels[name], "input"):  # A functional model's structure.
+            inputs = submodels[name].input
+        part = graph.input_part(name, inputs)
         specs[name] = keras.tree.map_structure(
-            lambda t: keras.InputSpec(shape=t.shape, dtype=t.dtype), inputs
+            lambda t: keras.InputSpec(shape=t.shape, dtype=t.dtype), part
+        )
+    if not specs:
+        raise ValueError(
+            "No submodel takes the joint model's input `x` (each is fed by "
+            "`jk.Noise` or another submodel), so its signature cannot be read "
+            "from the submodels: pass `input_signature` to `export()`, for "
+            "example `[keras.InputSpec(shape=(None, 1))]` (`x` gives the "
+            "batch size)."
         )
 
     def key(spec):

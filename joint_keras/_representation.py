@@ -12,8 +12,8 @@ gradients with respect to the output of `"trunk"`: the step adds a zero
   layer's output and a `tail` from that output to its outputs; the probe
   goes between the two (`RepresentationSplit`).
 
-Both give `probe_shapes(x)` and `forward(model, x, probes, training) ->
-(outputs, representations)`.
+Both give `probe_shapes(model, x)` (the shape of each probe) and
+`forward(model, x, probes, training) -> (outputs, representations)`.
 """
 
 import keras

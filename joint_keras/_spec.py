@@ -35,8 +35,9 @@ class CompileSpec(NamedTuple):
     missing_label: object
     weighting: object  # a built-later `jk.weighting.Weighting`
     update_every: object
-    # "plain", "routed" (joint losses with `updates`), "alternating" (their
-    # groups updated in turn) or "gradient" (gradient-level weighting).
+    # "plain" (one gradient per routing group, from one forward pass),
+    # "alternating" (the groups updated in turn) or "gradient"
+    # (gradient-level weighting).
     kind: str
     # Routing group (a tuple of submodel names; `()` for the terms without
     # `updates`) -> its tasks; and, when alternating, the groups in order.
@@ -96,9 +97,7 @@ def compile_spec(
         key = group_key(term.updates, names)
         group_tasks.setdefault(key, []).append(term.name)
     kind = "plain"
-    if routed:
-        kind = "routed"
-    elif strategy.gradient_level and task_names:
+    if strategy.gradient_level and task_names:
         kind = "gradient"
     stages = ()
     if alternate is not None and alternate is not False:
@@ -110,6 +109,16 @@ def compile_spec(
                 f"Received: update_every={update_every!r}"
             )
         kind = "alternating"
+        alone = [list(k) for k in dict.fromkeys(stages) if len(group_tasks[k]) < 2]
+        if strategy.weighs_tasks_together and alone:
+            raise ValueError(
+                f"`weighting={strategy.name!r}` weighs the tasks that one update "
+                "trains against each other; with `alternate`, the stages "
+                f"{alone} each train one task, which it would weigh alone "
+                "(weight 1): nothing to balance. Use it without `alternate`, "
+                "or a strategy that weighs each task on its own "
+                "('uncertainty', 'dwa', or fixed weights)."
+            )
     return CompileSpec(
         names=names,
         losses=losses,

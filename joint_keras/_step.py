@@ -1,18 +1,22 @@
 """A joint model's train and test steps, written once for every backend.
 
-One forward pass per step. `backend.vjp` runs it and gives its
-linearization; the gradients come from that one pass:
+`backend.vjp` runs a forward pass and gives its linearization; the gradients
+come from that one pass:
 
 - `loss_step`: one gradient per routing group (`StepLosses.groups`): the
   terms that update every variable they reach, and each set of submodels
   named by joint losses' `updates=`. Most models have one group.
+- `alternating_step` (`compile(alternate=...)`): the groups in turn, each
+  with a forward pass of its own, after the earlier stages' updates.
 - `gradient_step`: gradient-level weighting. The per-task gradients on the
-  shared variables (or representation) in one vectorized pass, the
-  strategy's coefficients from their Gram matrix, then one gradient of the
-  rest (see `joint_keras/_combine.py`).
+  shared variables (or representation), the strategy's coefficients from
+  their Gram matrix, then one gradient of the rest (see
+  `joint_keras/_combine.py`).
 
-Both then apply the optimizer (a submodel with no labelled row in the batch
-keeps its variables and their optimizer state) and update the logs.
+A variable gets an update only where a term of the step reaches it: every
+backend reports no gradient (`None`) for a variable the differentiated
+terms do not depend on, and `joint_keras/_updates.py` decides which of the
+others move (labels, schedules, a strategy's finite state).
 """
 
 import functools
@@ -24,9 +28,15 @@ from joint_keras import _combine
 from joint_keras import _gates
 from joint_keras import _targets
 from joint_keras import _task_losses
+from joint_keras import _updates
 from joint_keras import _variables
 from joint_keras import backend
 from joint_keras._task_losses import EVERYTHING
+
+# The forward pass's output holding the terms of group `()` that are not a
+# submodel's own loss (`StepLosses.unflagged`): what they reach is not
+# gated by labels.
+UNFLAGGED = "unflagged"
 
 
 def for_kind(kind):
@@ -39,28 +49,22 @@ def loss_step(model, data):
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     optimizer = model.optimizer
     index = model._variable_index()
-    unreached = unreached_positions(model, index, y)
 
     def forward(probes):
         y_pred = model(x, training=True)
         losses = _task_losses.for_step(model, x, y, y_pred, sample_weight, True)
-        scaled = {key: optimizer.scale_loss(v) for key, v in losses.groups.items()}
-        return scaled, (losses, y_pred)
+        outputs = {
+            _output(key): optimizer.scale_loss(part)
+            for key, part in losses.groups.items()
+        }
+        return _with_unflagged(outputs, losses), (losses, y_pred)
 
-    outputs, (losses, y_pred), linear = backend.vjp(
+    _, (losses, y_pred), linear = backend.vjp(
         forward, index.variables, state=_state(model)
     )
-    grads = [None] * len(index.variables)
-    for key in outputs:
-        if key == EVERYTHING:
-            positions = [i for i in range(len(grads)) if i not in unreached]
-        else:
-            positions = index.positions(key)
-        group_grads, _ = linear.pullback({key: 1.0}, positions)
-        for i, grad in zip(positions, group_grads):
-            if grad is not None:
-                grads[i] = grad if grads[i] is None else grads[i] + grad
-    return _finish(model, index, grads, losses, x, y, y_pred, sample_weight)
+    grads, routed = _group_gradients(model, index, linear, list(losses.groups))
+    _apply(model, index, linear, grads, losses, routed)
+    return _logs(model, losses, x, y, y_pred, sample_weight)
 
 
 def alternating_step(model, data):
@@ -72,7 +76,6 @@ def alternating_step(model, data):
     optimizer = model.optimizer
     index = model._variable_index()
     spec = model._spec
-    unreached = unreached_positions(model, index, y)
     last = {key: s for s, key in enumerate(spec.stages)}
     # Without terms that update everything, the other terms (regularization)
     # go with every stage, each reaching its own group's variables.
@@ -88,20 +91,14 @@ def alternating_step(model, data):
             loss = losses.groups.get(key, ops.zeros(()))
             if others_everywhere and key and EVERYTHING in losses.groups:
                 loss = loss + losses.groups[EVERYTHING]
-            return {key: optimizer.scale_loss(loss)}, (losses, y_pred)
+            outputs = {_output(key): optimizer.scale_loss(loss)}
+            return _with_unflagged(outputs, losses), (losses, y_pred)
 
         _, (losses, y_pred), linear = backend.vjp(
             forward, index.variables, state=_state(model)
         )
-        if key == EVERYTHING:
-            positions = [i for i in range(len(index.variables)) if i not in unreached]
-        else:
-            positions = index.positions(key)
-        grads = [None] * len(index.variables)
-        for i, grad in zip(positions, linear.pullback({key: 1.0}, positions)[0]):
-            grads[i] = grad
-        gates = label_gates(model, index, y, losses)
-        _gates.apply_gated(optimizer, grads, index.variables, gates)
+        grads, routed = _group_gradients(model, index, linear, [key])
+        _apply(model, index, linear, grads, losses, routed)
         logged = losses.only(track, spec.task_names, s == len(spec.stages) - 1)
         model._task_losses.total_tracker.update_state(
             logged, _targets.batch_size(y_pred)
@@ -138,7 +135,7 @@ def gradient_step(model, data):
         }
         if representations:
             outputs["representation"] = representations[0]
-        return outputs, (losses, y_pred)
+        return _with_unflagged(outputs, losses), (losses, y_pred)
 
     outputs, (losses, y_pred), linear = backend.vjp(
         forward, index.variables, probes, state=_state(model)
@@ -167,15 +164,13 @@ def gradient_step(model, data):
     cotangents = {"tasks": ops.cast(b, outputs["tasks"].dtype) - 1.0, "total": 1.0}
     if split is not None:
         cotangents["representation"] = corrections[0]
-    unreached = unreached_positions(model, index, y)
-    positions = [i for i in range(len(index.variables)) if i not in unreached]
-    grads = [None] * len(index.variables)
-    for i, grad in zip(positions, linear.pullback(cotangents, positions)[0]):
-        grads[i] = grad
+    positions = list(range(len(index.variables)))
+    grads = linear.pullback(cotangents, positions)[0]
     if split is None:
         for correction, i in zip(corrections, index.shared):
             grads[i] = correction if grads[i] is None else grads[i] + correction
-    return _finish(model, index, grads, losses, x, y, y_pred, sample_weight)
+    _apply(model, index, linear, grads, losses, set())
+    return _logs(model, losses, x, y, y_pred, sample_weight)
 
 
 def test_step(model, data):
@@ -185,10 +180,57 @@ def test_step(model, data):
     return _logs(model, losses, x, y, y_pred, sample_weight)
 
 
-def _finish(model, index, grads, losses, x, y, y_pred, sample_weight):
-    gates = label_gates(model, index, y, losses)
+def _output(key):
+    """The forward pass's output name of routing group `key` (names have no
+    "/")."""
+    return "group/" + "/".join(key)
+
+
+def _with_unflagged(outputs, losses):
+    """`outputs`, plus the terms whose reach decides the label gates, when
+    some task may have no labelled row."""
+    if losses.unflagged is None:
+        return outputs
+    return {**outputs, UNFLAGGED: losses.unflagged}
+
+
+def _group_gradients(model, index, linear, keys):
+    """Each variable's gradient: group `()` reaches every variable, a routed
+    group (`updates=`) only its submodels'; a weighting strategy's own
+    variables get every group's (the whole objective they weigh).
+
+    Returns:
+        `(grads, routed)`: the gradients (`None` where no term reaches), and
+        the positions a routed group's terms reached (no label gates them).
+    """
+    _updates.check_groups(model._spec, index)  # Frozen since `compile()`?
+    weighting = model._task_losses.weighting
+    strategy = index.positions_of_variables(weighting.trainable_variables)
+    grads = [None] * len(index.variables)
+    routed = set()
+    for key in keys:
+        if key == EVERYTHING:
+            positions = list(range(len(grads)))
+        else:
+            positions = sorted(set(index.positions(key)) | set(strategy))
+        group_grads, _ = linear.pullback({_output(key): 1.0}, positions)
+        for p, grad in zip(positions, group_grads):
+            if grad is None:
+                continue
+            grads[p] = grad if grads[p] is None else grads[p] + grad
+            if key != EVERYTHING and p not in strategy:
+                routed.add(p)
+    return grads, routed
+
+
+def _apply(model, index, linear, grads, losses, routed):
+    """Applies the optimizer to `grads`, each variable (and its optimizer
+    state) moving only where `_updates.gates` says."""
+    connected = None
+    if losses.unflagged is not None:
+        connected = linear.connected(UNFLAGGED, range(len(index.variables)))
+    gates = _updates.gates(model, index, grads, losses, connected, routed)
     _gates.apply_gated(model.optimizer, grads, index.variables, gates)
-    return _logs(model, losses, x, y, y_pred, sample_weight)
 
 
 def _logs(model, losses, x, y, y_pred, sample_weight):
@@ -199,44 +241,3 @@ def _logs(model, losses, x, y, y_pred, sample_weight):
 def _state(model):
     """Every variable of the step, when the backend asks (JAX)."""
     return functools.partial(_variables.step_state, model)
-
-
-def unreached_positions(model, index, y):
-    """Positions of the variables that no loss can reach in a step with
-    targets `y`: those used only by submodels with no target in it, no
-    regularization loss, and no joint loss or custom loss that could read
-    their outputs. They get no gradient rather than a zero one (which an
-    optimizer with momentum would still apply)."""
-    spec = model._spec
-    if spec.joint_losses or model._has_custom_loss():
-        return set()
-    targets = _targets.split(y, spec.names, "y")
-    reached = [
-        name
-        for name, submodel in model.submodels.items()
-        if (name in targets and spec.losses[name] is not None) or submodel.losses
-    ]
-    positions = set(index.reached_by(reached))
-    return {i for i, d in enumerate(index.dependents_of) if d and i not in positions}
-
-
-def label_gates(model, index, y, losses):
-    """`{position: flag}` for the variables of submodels that may have no
-    labelled row in a batch: only their own loss reaches them, and they move
-    (with their optimizer state) only where `flag` says the batch had one."""
-    spec = model._spec
-    custom = model._has_custom_loss()
-    if spec.joint_losses or custom or losses.labelled is None:
-        return {}
-    targets = _targets.split(y, spec.names, "y")
-    gates = {}
-    for i, k in enumerate(losses.indices):
-        name = spec.task_names[k]
-        if name not in targets:
-            continue
-        if spec.missing_label is None and not _targets.is_masked_target(targets[name]):
-            continue
-        flag = ops.greater(losses.labelled[i], 0.0)
-        for position in index.only_reached_by([name]):
-            gates[position] = flag
-    return gates

@@ -28,7 +28,8 @@ class StepLosses(NamedTuple):
         groups: Dict mapping a routing group to the part of `total` it
             updates: `()` for the terms that update every variable they
             reach, a tuple of submodel names for the joint losses declared
-            with `updates=`. Sums to `total`.
+            with `updates=`. Sums to `total`. A strategy's own term (as
+            Uncertainty's) goes with the group of its tasks.
         tasks: Tensor `(n,)`, the weighted losses of the `n` tasks that had
             a loss in this step (`None` when none had).
         indices: Python tuple of the `n` tasks' positions in `task_names`.
@@ -40,6 +41,13 @@ class StepLosses(NamedTuple):
         others: Scalar tensor, the terms of `total` that are no task
             (regularization, `compute_joint_loss`, a strategy's own term),
             or `None`.
+        flagged: Python tuple of the positions (in `indices`) of the
+            submodel tasks whose batch may have no labelled row.
+        present: Boolean tensor `(n,)`, which tasks had a labelled row
+            (`None` when none is flagged).
+        unflagged: Scalar tensor, the terms of group `()` other than the
+            submodels' own losses (joint losses, `others`), or `None`: which
+            variables they reach decides which updates labels gate.
     """
 
     total: object
@@ -50,6 +58,9 @@ class StepLosses(NamedTuple):
     raw: object = None
     labelled: object = None
     others: object = None
+    flagged: tuple = ()
+    present: object = None
+    unflagged: object = None
 
     def only(self, names, task_names, with_others):
         """The same losses restricted to the tasks `names` (and the other
@@ -109,15 +120,20 @@ class TaskLosses(keras.losses.Loss):
     Args:
         spec: The `CompileSpec`.
         weighting: A `jk.weighting.Weighting` built for `spec.task_names`.
+        output_names: Optional dict name -> output names of the submodels
+            that return a list of several outputs.
     """
 
-    def __init__(self, spec, weighting):
+    def __init__(self, spec, weighting, output_names=None):
         super().__init__(name="joint_loss")
         self.spec = spec
         self.weighting = weighting
         self.task_names = list(spec.task_names)
+        output_names = output_names or {}
         self.losses = {
-            name: _compat.compile_loss(loss, spec.output_loss_weights[name])
+            name: _compat.compile_loss(
+                loss, spec.output_loss_weights[name], output_names.get(name)
+            )
             for name, loss in spec.losses.items()
             if loss is not None
         }
@@ -186,29 +202,17 @@ class TaskLosses(keras.losses.Loss):
         if track is None:
             self.trackers.active = tuple(names)
         self.trackers.training = training
+        flagged = tuple(i for i, name in enumerate(names) if labelled[name] is not None)
         groups = {}
-        rest = list(others)
-        losses = weights = raw = rows = None
+        # The terms of no task; and, of group `()`, those not a submodel's.
+        rest, unflagged = list(others), list(others)
+        losses = weights = raw = rows = present = None
         if indices:
             losses = ops.stack([values[name] for name in names])
             # The strategy reads the losses of the global batch (each
             # replica's is scaled by `1 / num_replicas` under tf.distribute).
             raw = backend.cross_replica_sum(ops.stop_gradient(losses))
-            weights = self.weighting.step_weights(raw, list(indices), training)
-            losses = losses * weights
-            self.trackers.update_weights(names, weights, track)
-            keys = {self.group_of[name] for name in names}
-            if len(keys) == 1:  # The common case: one sum.
-                groups[keys.pop()] = ops.sum(losses)
-            else:
-                for i, name in enumerate(names):
-                    key = self.group_of[name]
-                    part = losses[i]
-                    groups[key] = groups[key] + part if key in groups else part
-            extra = self.weighting.extra_loss(list(indices))
-            if extra is not None:
-                rest.append(_compat.scale_loss_for_distribution(extra))
-            if any(labelled[name] is not None for name in names):
+            if flagged:
                 batch_rows = _targets.batch_size(y_pred)
                 rows = ops.stack(
                     [
@@ -216,10 +220,38 @@ class TaskLosses(keras.losses.Loss):
                         for name in names
                     ]
                 )
-        others = sum(rest[1:], rest[0]) if rest else None
-        if others is not None:
+                present = ops.greater(rows, 0.0)
+            weights = self.weighting.weights_for_step(
+                raw, list(indices), training, present, flagged
+            )
+            # Each task's term on its own (not a slice of one stacked tensor):
+            # a group's sum then reaches only what its tasks reach, which
+            # every backend's autodiff then sees.
+            weighted = [values[name] * weights[i] for i, name in enumerate(names)]
+            losses = ops.stack(weighted)
+            self.trackers.update_weights(names, weights, track)
+            by_group = {}
+            for i, name in enumerate(names):
+                key = self.group_of[name]
+                by_group.setdefault(key, []).append(i)
+                if key == EVERYTHING and name not in self.losses:
+                    unflagged.append(weighted[i])
+            for key, positions in by_group.items():
+                if len(positions) == len(names):  # The common case: one sum.
+                    groups[key] = ops.sum(losses)
+                else:
+                    groups[key] = _sum([weighted[i] for i in positions])
+                extra = self.weighting.extra_loss([indices[i] for i in positions])
+                if extra is not None:
+                    extra = _compat.scale_loss_for_distribution(extra)
+                    groups[key] = groups[key] + extra
+                    rest.append(extra)
+                    if key == EVERYTHING:
+                        unflagged.append(extra)
+        if others:
+            part = _sum(list(others))
             groups[EVERYTHING] = (
-                groups[EVERYTHING] + others if EVERYTHING in groups else others
+                groups[EVERYTHING] + part if EVERYTHING in groups else part
             )
         if not groups:
             raise ValueError(
@@ -230,7 +262,19 @@ class TaskLosses(keras.losses.Loss):
             )
         parts = list(groups.values())
         total = sum(parts[1:], parts[0])
-        return StepLosses(total, groups, losses, indices, weights, raw, rows, others)
+        return StepLosses(
+            total,
+            groups,
+            losses,
+            indices,
+            weights,
+            raw,
+            rows,
+            _sum(rest),
+            flagged,
+            present,
+            _sum(unflagged) if flagged else None,
+        )
 
     def combine(self, gram, jacobians, losses, rows_per_replica):
         """A gradient-level strategy's update for this step, from the
@@ -249,21 +293,24 @@ class TaskLosses(keras.losses.Loss):
             coefficients of the task gradients on the other variables.
         """
         names = [self.task_names[k] for k in losses.indices]
-        indices = list(losses.indices)
         self.trackers.update_cosines(names, _combine.cosine_matrix(gram))
-        combined, replicas = None, 1.0
+        replicas = 1.0
         if type(self.weighting).combine is not Weighting.combine:
             if not rows_per_replica:
                 jacobians, replicas = _combine.summed_over_replicas(jacobians)
-            combined = self.weighting.combine(jacobians, losses.raw, indices, True)
-        if combined is None:
-            coefficients = self.weighting.coefficients(gram, losses.raw, indices, True)
-            a = ops.stop_gradient(coefficients.shared)
+        updates, a, b = self.weighting.combination(
+            gram,
+            jacobians,
+            losses.raw,
+            list(losses.indices),
+            losses.present,
+            losses.flagged,
+        )
+        if updates is None:
+            a = ops.stop_gradient(a)
             self.trackers.update_weights(names, losses.weights * a)
             updates = [_combine.mix(a, j) for j in jacobians]
-            b = coefficients.other
         else:
-            updates, b = combined
             updates = [u / ops.cast(replicas, u.dtype) for u in updates]
         updates = [ops.stop_gradient(u) for u in updates]
         return updates, ops.stop_gradient(b)
@@ -349,3 +396,8 @@ def for_step(model, x, y, y_pred, sample_weight, training, track=None, tasks=Non
         total = model.compute_loss(x, y, y_pred, sample_weight, training=training)
         return StepLosses(total, {EVERYTHING: total}, others=total)
     return step_losses(model, x, y, y_pred, sample_weight, training, track, tasks)
+
+
+def _sum(terms):
+    """The sum of a list of tensors, or `None` for none."""
+    return sum(terms[1:], terms[0]) if terms else None

@@ -59,6 +59,11 @@ class VariableIndex:
         """Sorted positions of the variables owned by any of `names`."""
         return sorted({i for name in names for i in self.positions_of[name]})
 
+    def positions_of_variables(self, variables):
+        """Sorted positions of `variables` (those in the index)."""
+        ids = {id(v) for v in variables}
+        return [i for i, v in enumerate(self.variables) if id(v) in ids]
+
     def reached_by(self, names):
         """Sorted positions of the variables the outputs of `names` depend on."""
         names = set(names)

@@ -1,5 +1,7 @@
 """Callbacks for `JointModel`."""
 
+import warnings
+
 import keras
 
 from joint_keras import _compat
@@ -77,17 +79,40 @@ class BackupAndRestore(_compat.AtomicBackupMetadata, keras.callbacks.BackupAndRe
 
 
 class _StrategyEpochEnd(keras.callbacks.Callback):
-    """Lets an epoch-based strategy (such as `DWA`) roll its statistics."""
+    """At the end of every epoch, lets an epoch-based strategy (such as
+    `DWA`) roll its statistics, and warns if training steps with non-finite
+    losses or gradients left the strategy's state as it was."""
+
+    def on_train_begin(self, logs=None):
+        self.skipped = self._skipped()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.model.weighting.on_epoch_end()
+        strategy = self.model.weighting
+        if strategy.needs_epoch_end:
+            strategy.on_epoch_end()
+        skipped = self._skipped()
+        if skipped > self.skipped:
+            warnings.warn(
+                f"Epoch {epoch + 1}: the weighting strategy {strategy.name!r} "
+                f"kept its state in {skipped - self.skipped} training step(s) "
+                "whose task losses or gradients were NaN or infinite (it never "
+                "stores a non-finite value); the model's own update is Keras's "
+                "(`keras.callbacks.TerminateOnNaN` stops on a NaN `loss`).",
+                stacklevel=2,
+            )
+        self.skipped = skipped
+
+    def _skipped(self):
+        return int(
+            keras.ops.convert_to_numpy(self.model.weighting.skipped_updates.value)
+        )
 
 
 def with_strategy_callbacks(callbacks, model):
     """`fit()`'s `callbacks` (a list or a `keras.callbacks.CallbackList`),
     with the callback `model`'s weighting strategy needs added first."""
     strategy = model.weighting
-    if strategy is None or not strategy.needs_epoch_end:
+    if strategy is None:
         return callbacks
     if not isinstance(callbacks, keras.callbacks.CallbackList):
         return [_StrategyEpochEnd()] + list(callbacks or [])

@@ -11,6 +11,7 @@ from joint_keras import _saving
 from joint_keras import _serialization
 from joint_keras import _spec
 from joint_keras import _step
+from joint_keras import _updates
 from joint_keras import backend
 from joint_keras import callbacks as callbacks_module
 from joint_keras._graph import SubmodelGraph
@@ -72,6 +73,7 @@ class JointModel(_compat.TrainerFixes, _saving.SavingMixin, keras.Model):
         super().__init__(**kwargs)
         submodels = _serialization.standardize_submodels(submodels)
         self._graph = SubmodelGraph(list(submodels), inputs)
+        self._graph.check_outputs(submodels)
         # Tracked, so that noise advances in JAX steps and is saved.
         self._noise_seeds = [n.seed_generator for n in self._graph.noises]
         # Tracked in name order first: weights files store layers by
@@ -115,7 +117,9 @@ class JointModel(_compat.TrainerFixes, _saving.SavingMixin, keras.Model):
     def export(self, filepath, format="tf_saved_model", input_signature=None, **kw):
         """As `keras.Model.export`; the default `input_signature` is read from
         the submodels' inputs (a dict by name unless all take the same)."""
-        signature = input_signature or [_inputs.input_signature(self._submodels)]
+        signature = input_signature or [
+            _inputs.input_signature(self._submodels, self._graph)
+        ]
         return super().export(filepath, format=format, input_signature=signature, **kw)
 
     def compile(
@@ -187,6 +191,7 @@ class JointModel(_compat.TrainerFixes, _saving.SavingMixin, keras.Model):
             auto_scale_loss=auto_scale_loss,
         )
         check_accumulation(spec, self.optimizer, optimizer)
+        _updates.check_layout(spec, self)
         for old in [self._weighting, *self._loss_seeds]:
             if old is not None and old is not spec.weighting:
                 _compat.untrack(self, old)
@@ -194,7 +199,9 @@ class JointModel(_compat.TrainerFixes, _saving.SavingMixin, keras.Model):
         self._loss_seeds = [g for t in spec.joint_losses for g in t.seed_generators()]
         spec.weighting.build_for_tasks(spec.task_names, spec.base_weights)
         self._weighting, self._spec, self._split = spec.weighting, spec, None
-        self._task_losses = TaskLosses(spec, spec.weighting)
+        self._task_losses = TaskLosses(
+            spec, spec.weighting, _inputs.output_names(self._submodels)
+        )
         metrics = SubmodelMetrics(spec) if SubmodelMetrics.wanted(spec) else None
         _compat.attach_containers(self, self._task_losses, metrics)
         self._step = _step.for_kind(spec.kind)

@@ -8,6 +8,8 @@ gives) or logits (`from_logits=True`).
 import keras
 from keras import ops
 
+from joint_keras._checks import MAX_SEED
+from joint_keras._checks import check_number
 from joint_keras.joint_loss import JointLoss
 
 
@@ -36,9 +38,10 @@ class MutualKL(JointLoss):
 
     Args:
         models: List of at least two submodel names.
-        temperature: Positive float `T`. Defaults to 1.0.
-        from_logits: Whether outputs are logits. Defaults to `False`.
-        weight: Weight of the term. Defaults to 1.0.
+        temperature: Positive finite float `T`. Defaults to 1.0.
+        from_logits: Bool, whether outputs are logits. Defaults to `False`.
+        weight: Non-negative finite float, the weight of the term.
+            Defaults to 1.0.
         name: Log name. Defaults to `"mutual_kl"`.
         updates: Optional list of the submodels this term updates (see
             `jk.JointLoss`). Defaults to all it reaches.
@@ -53,9 +56,11 @@ class MutualKL(JointLoss):
         name="mutual_kl",
         updates=None,
     ):
+        owner = "jk.losses.MutualKL"
         self.models = _check_models(models, "MutualKL")
-        self.temperature = _check_temperature(temperature)
-        self.from_logits = from_logits
+        self.temperature = _check_temperature(temperature, owner)
+        self.from_logits = check_number(from_logits, "from_logits", owner, kind=bool)
+        _check_weight(weight, owner)
         super().__init__(self.compute, weight=weight, name=name, updates=updates)
 
     def compute(self, y_true, y_pred):
@@ -104,9 +109,10 @@ class Distillation(JointLoss):
     Args:
         teacher: Name of the teacher submodel.
         student: Name of the student submodel, other than `teacher`.
-        temperature: Positive float `T`. Defaults to 1.0.
-        from_logits: Whether outputs are logits. Defaults to `False`.
-        weight: Weight of the term. Defaults to 1.0.
+        temperature: Positive finite float `T`. Defaults to 1.0.
+        from_logits: Bool, whether outputs are logits. Defaults to `False`.
+        weight: Non-negative finite float, the weight of the term.
+            Defaults to 1.0.
         name: Log name. Defaults to `"distillation"`.
         updates: Optional list of the submodels this term updates (see
             `jk.JointLoss`). Defaults to all it reaches.
@@ -137,11 +143,13 @@ class Distillation(JointLoss):
         name="distillation",
         updates=None,
     ):
+        owner = "jk.losses.Distillation"
         self.teacher = _check_name(teacher, "teacher")
         self.student = _check_name(student, "student")
         _check_distinct("Distillation", teacher=teacher, student=student)
-        self.temperature = _check_temperature(temperature)
-        self.from_logits = _check_bool(from_logits, "from_logits")
+        self.temperature = _check_temperature(temperature, owner)
+        self.from_logits = check_number(from_logits, "from_logits", owner, kind=bool)
+        _check_weight(weight, owner)
         super().__init__(self.compute, weight=weight, name=name, updates=updates)
 
     def compute(self, y_true, y_pred):
@@ -194,7 +202,8 @@ class Consistency(JointLoss):
         loss: A Keras loss: a string such as `"mse"`, `"mae"` or
             `"huber"`, a loss function, or a `keras.losses.Loss`.
             Defaults to `"mse"`.
-        weight: Weight of the term. Defaults to 1.0.
+        weight: Non-negative finite float, the weight of the term.
+            Defaults to 1.0.
         name: Log name. Defaults to `"consistency"`.
         updates: Optional list of the submodels this term updates (see
             `jk.JointLoss`). Defaults to all it reaches.
@@ -219,6 +228,7 @@ class Consistency(JointLoss):
         self.models = _check_models(models, "Consistency")
         self.loss = loss
         self._loss_fn = _get_loss(loss)
+        _check_weight(weight, "jk.losses.Consistency")
         super().__init__(self.compute, weight=weight, name=name, updates=updates)
 
     def compute(self, y_true, y_pred):
@@ -273,10 +283,11 @@ class InfoNCE(JointLoss):
         query: Name of the query (for example user) tower.
         candidate: Name of the candidate (for example item) tower, other
             than `query`.
-        temperature: Positive float `T`. Defaults to 0.1.
-        normalize: Whether to L2-normalize the embeddings, so the logits
+        temperature: Positive finite float `T`. Defaults to 0.1.
+        normalize: Bool, whether to L2-normalize the embeddings, so the logits
             are cosine similarities over `T`. Defaults to `True`.
-        weight: Weight of the term. Defaults to 1.0.
+        weight: Non-negative finite float, the weight of the term.
+            Defaults to 1.0.
         name: Log name. Defaults to `"infonce"`.
         updates: Optional list of the submodels this term updates (see
             `jk.JointLoss`). Defaults to all it reaches.
@@ -305,11 +316,13 @@ class InfoNCE(JointLoss):
         name="infonce",
         updates=None,
     ):
+        owner = "jk.losses.InfoNCE"
         self.query = _check_name(query, "query")
         self.candidate = _check_name(candidate, "candidate")
         _check_distinct("InfoNCE", query=query, candidate=candidate)
-        self.temperature = _check_temperature(temperature)
-        self.normalize = _check_bool(normalize, "normalize")
+        self.temperature = _check_temperature(temperature, owner)
+        self.normalize = check_number(normalize, "normalize", owner, kind=bool)
+        _check_weight(weight, owner)
         super().__init__(self.compute, weight=weight, name=name, updates=updates)
 
     def compute(self, y_true, y_pred):
@@ -399,15 +412,6 @@ def _check_distinct(owner, **names):
         )
 
 
-def _check_bool(value, argument):
-    if not isinstance(value, bool):
-        raise TypeError(
-            f"`{argument}` must be a bool. Received: {argument}={value!r} of "
-            f"type {type(value).__name__}"
-        )
-    return value
-
-
 def _check_models(models, owner):
     if isinstance(models, str) or len(models) < 2:
         raise ValueError(
@@ -417,12 +421,16 @@ def _check_models(models, owner):
     return list(models)
 
 
-def _check_temperature(temperature):
-    if not temperature > 0:
-        raise ValueError(
-            f"`temperature` must be positive. Received: temperature={temperature!r}"
-        )
-    return float(temperature)
+def _check_temperature(temperature, owner):
+    return check_number(
+        temperature, "temperature", owner, minimum=0, exclusive_minimum=True
+    )
+
+
+def _check_weight(weight, owner):
+    """Checks `weight` as `compile()` checks joint-loss weights, at
+    construction; the value is kept as given."""
+    check_number(weight, "weight", owner, minimum=0)
 
 
 @keras.saving.register_keras_serializable(package="joint_keras")
@@ -446,8 +454,9 @@ class GradientPenalty(JointLoss):
             entry of the input `x`, the default) or a submodel name.
         alpha: `"uniform"` (in [0, 1), as in the paper, the default) or
             `"normal"` (as in the keras-io WGAN-GP example).
-        seed: Optional int seed of `alpha`'s draws.
-        weight: Weight of the term. Defaults to 10.0, as in the paper.
+        seed: Optional int seed of `alpha`'s draws, in [0, 2**31 - 1].
+        weight: Non-negative finite float, the weight of the term.
+            Defaults to 10.0, as in the paper.
         name: Log name. Defaults to `"gradient_penalty"`.
         updates: Optional list of the submodels this term updates;
             typically `[critic]`.
@@ -493,19 +502,31 @@ class GradientPenalty(JointLoss):
                 f"`alpha` must be 'uniform' or 'normal'. Received: alpha={alpha!r}"
             )
         self.alpha = alpha
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        owner = "jk.losses.GradientPenalty"
+        self.seed = check_number(
+            seed, "seed", owner, kind=int, minimum=0, maximum=MAX_SEED, optional=True
+        )
+        _check_weight(weight, owner)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
         super().__init__(
             self.compute, weight=weight, name=name, updates=updates, with_context=True
         )
 
     def compute(self, y_true, y_pred, context):
         fake = _output(y_pred, self.fake, "GradientPenalty")
-        real = (
-            y_pred[self.real]
-            if isinstance(self.real, str)
-            else context.inputs[self.critic]
-        )
+        if isinstance(self.real, str):
+            real = y_pred[self.real]
+        elif self.critic in context.inputs:
+            real = context.inputs[self.critic]
+        else:
+            raise ValueError(
+                "`jk.losses.GradientPenalty` takes the real samples from the "
+                f"critic {self.critic!r}'s entry of the input `x` (`real=jk.INPUT`), "
+                f"but `x` does not feed {self.critic!r} (its `inputs=` source "
+                "has no `jk.INPUT`). Feed it, e.g. `inputs={"
+                f"{self.critic!r}: jk.Concat({self.fake!r}, jk.INPUT)}}`, or pass "
+                "`real=` the name of the submodel that gives the real samples."
+            )
         shape = (ops.shape(fake)[0],) + (1,) * (len(fake.shape) - 1)
         draw = keras.random.uniform if self.alpha == "uniform" else keras.random.normal
         alpha = draw(shape, seed=self.seed_generator)

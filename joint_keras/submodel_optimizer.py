@@ -3,7 +3,6 @@
 import keras
 from keras import ops
 
-from joint_keras import _gates
 from joint_keras._checks import check_keys
 
 
@@ -23,8 +22,12 @@ class SubmodelOptimizer(keras.optimizers.MultiOptimizer):
       the optimizer of the first of them in submodel order, with the
       gradient of the whole objective.
     - On a step where a submodel is not due (`update_every`), its
-      variables and its optimizer's state (moments, iteration count) stay
-      exactly as they were.
+      variables and their optimizer state (moments) stay exactly as they
+      were; an inner optimizer's iteration count advances on the steps when
+      it moves a variable. Several submodels may share one optimizer
+      instance, with Keras's semantics: one iteration count, one set of
+      moments per variable.
+    - `iterations` counts training steps: what `update_every` reads.
 
     Args:
         optimizers: Dict mapping each submodel name to a Keras optimizer
@@ -49,11 +52,6 @@ class SubmodelOptimizer(keras.optimizers.MultiOptimizer):
         self.submodel_optimizers = optimizers
         self.owners = owners
         self.update_every = _standardize_update_every(update_every, list(optimizers))
-        self._check_schedules_have_own_optimizer()
-        # The first submodel of each optimizer: whose schedule gates it.
-        self.schedule_owner = {}
-        for submodel, optimizer in self.submodel_optimizers.items():
-            self.schedule_owner.setdefault(id(optimizer), submodel)
         self.built_variables = None
 
     def assign_owners(self, owner_of):
@@ -67,32 +65,15 @@ class SubmodelOptimizer(keras.optimizers.MultiOptimizer):
         self.built_variables = list(var_list)
         super().build(var_list)
 
-    def _check_schedules_have_own_optimizer(self):
-        if self.update_every is None or callable(self.update_every):
-            scheduled = list(self.submodel_optimizers)
-        else:
-            scheduled = [n for n, k in self.update_every.items() if k != 1]
-        for name in scheduled:
-            optimizer = self.submodel_optimizers[name]
-            others = [
-                other
-                for other, opt in self.submodel_optimizers.items()
-                if opt is optimizer and other != name
-            ]
-            if others and self.update_every is not None:
-                raise ValueError(
-                    f"Submodel {name!r} has an update schedule in "
-                    f"`update_every` but shares its optimizer with {others}; "
-                    "give it its own optimizer instance."
-                )
-
     def apply(self, grads, trainable_variables=None):
+        """Applies each gradient with its variable's optimizer. Update
+        schedules are applied by the joint model's step, which knows which
+        variables a step moves (`joint_keras/_gates.py`)."""
         if trainable_variables is None:
             trainable_variables = self.built_variables
         trainable_variables = list(trainable_variables)
         if not self.built:
             self.build(trainable_variables)
-        flags = self.update_flags(ops.convert_to_tensor(self.iterations))
         grouped = {}
         for grad, variable in zip(grads, trainable_variables):
             if grad is not None:
@@ -100,17 +81,21 @@ class SubmodelOptimizer(keras.optimizers.MultiOptimizer):
                 grouped.setdefault(id(optimizer), (optimizer, [], []))
                 grouped[id(optimizer)][1].append(grad)
                 grouped[id(optimizer)][2].append(variable)
+        if not grouped:
+            return
         for optimizer, sub_grads, sub_vars in grouped.values():
-            due = flags.get(self.schedule_owner.get(id(optimizer)))
-            if due is None:
-                optimizer.apply(sub_grads, sub_vars)
-            else:
-                _gates.keep_unless(
-                    due,
-                    sub_vars + list(optimizer.variables),
-                    lambda o=optimizer, g=sub_grads, v=sub_vars: o.apply(g, v),
-                )
+            optimizer.apply(sub_grads, sub_vars)
         self.iterations.assign_add(1)
+
+    def step_counters(self, variables):
+        """`[(iterations, positions)]`: each inner optimizer's step count and
+        the positions (in `variables`) of the variables it updates."""
+        counters = {}
+        for position, variable in enumerate(variables):
+            optimizer = self.owners(variable)
+            counters.setdefault(id(optimizer), (optimizer.iterations, []))
+            counters[id(optimizer)][1].append(position)
+        return list(counters.values())
 
     def update_flags(self, step):
         """Dict name -> boolean tensor for the submodels with a schedule."""
@@ -189,12 +174,16 @@ class _OwnerMap:
 
 
 def _as_flag(flag, name):
-    flag = ops.convert_to_tensor(flag)
-    if keras.backend.standardize_dtype(flag.dtype) != "bool":
+    try:
+        flag = ops.convert_to_tensor(flag)
+        dtype = keras.backend.standardize_dtype(flag.dtype)
+    except (TypeError, ValueError):  # A string, say, on JAX and PyTorch.
+        dtype = type(flag).__name__
+    if dtype != "bool":
         raise TypeError(
             f"`update_every` must give a boolean for submodel {name!r} (write "
             "the schedule with `keras.ops`, e.g. `ops.equal(ops.mod(step, 2), "
-            f"0)`). Received a value of dtype {flag.dtype}."
+            f"0)`). Received: {flag!r} of dtype {dtype}."
         )
     return flag
 
@@ -221,7 +210,8 @@ def _standardize_optimizers(optimizers):
                 f"`optimizer[{name!r}]` must be a plain Keras optimizer, not "
                 f"a {type(optimizer).__name__}. Received: {optimizer!r}"
             )
-        if not optimizer.name.startswith(f"{name}_"):
+        first = all(optimizer is not other for other in result.values())
+        if first and not optimizer.name.startswith(f"{name}_"):
             optimizer.name = f"{name}_{optimizer.name}"
         result[name] = optimizer
     return result
@@ -251,13 +241,11 @@ def _standardize_update_every(update_every, names):
 
 def build_optimizer(optimizer, spec, model):
     """The optimizer `JointModel.compile()` gives Keras: `optimizer` itself,
-    or a `SubmodelOptimizer` when it is a dict, or `update_every` or
-    `alternate` is given (then a copy of `optimizer` for each submodel
-    unless a dict, so that each counts its own updates)."""
+    or a `SubmodelOptimizer` when it is a dict or `update_every` is given
+    (then the one optimizer instance for every submodel: the instance the
+    user holds is the one that trains)."""
     names = list(model.submodels)
-    update_every = spec.update_every
-    own = update_every is not None or spec.kind == "alternating"
-    if not isinstance(optimizer, dict) and not own:
+    if not isinstance(optimizer, dict) and spec.update_every is None:
         return optimizer
     index = model._variable_index()
     if isinstance(optimizer, dict):
@@ -271,14 +259,35 @@ def build_optimizer(optimizer, spec, model):
                 f"entries for them. Received: optimizer={optimizer!r}"
             )
     else:
-        config = keras.saving.serialize_keras_object(keras.optimizers.get(optimizer))
-        optimizer = {
-            name: keras.saving.deserialize_keras_object(config) for name in names
-        }
+        shared = keras.optimizers.get(optimizer)
+        optimizer = {name: shared for name in names}
     owners = [name for name in names if name in optimizer]
-    result = SubmodelOptimizer(optimizer, update_every=update_every)
+    result = SubmodelOptimizer(optimizer, update_every=spec.update_every)
     result.assign_owners(lambda v: model._variable_index().first_owner(v, owners))
     return result
+
+
+def schedule_flags(optimizer):
+    """`(flags, owner_of)` for an optimizer with update schedules (a
+    `SubmodelOptimizer`, maybe inside a `LossScaleOptimizer`): the due flag
+    of each scheduled submodel at this step, and `owner_of(variable)`, the
+    submodel whose schedule a variable follows. `None` without schedules."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    if not isinstance(inner, SubmodelOptimizer) or inner.update_every is None:
+        return None
+    step = ops.convert_to_tensor(inner.iterations)
+    return inner.update_flags(step), inner.owners.owner_of
+
+
+def step_counters(optimizer, variables):
+    """The step counts of the optimizers inside `optimizer` that count their
+    own (a `SubmodelOptimizer`'s), each with the positions (in `variables`)
+    of the variables it updates; `[]` for any other optimizer, whose count
+    advances at every `apply`."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    if not isinstance(inner, SubmodelOptimizer):
+        return []
+    return inner.step_counters(variables)
 
 
 def check_accumulation(spec, optimizer, received):

@@ -13,7 +13,9 @@ NUMBER = r"\d+\.\d{4}"
 
 
 @pytest.mark.heavy
-def test_demo_runs_and_writes_the_table_and_plot(tmp_path, capsys):
+def test_demo_runs_and_writes_the_table_and_plot(
+    tmp_path, capsys, library_warnings_are_errors
+):
     demo.main(["--epochs", "1", "--seeds", "1", "--output-dir", str(tmp_path)])
     out = capsys.readouterr().out
     assert "MutualKL(weight=" in out

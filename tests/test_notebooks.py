@@ -6,6 +6,7 @@ import pathlib
 import pytest
 
 from tests.conftest import BACKEND
+from tests.conftest import WARNINGS_AS_ERRORS
 
 nbclient = pytest.importorskip("nbclient")
 nbformat = pytest.importorskip("nbformat")
@@ -32,6 +33,8 @@ def test_notebook_executes(path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
     notebook = nbformat.read(path, as_version=4)
+    # A first cell, not saved: the library's warnings are errors here.
+    notebook.cells.insert(0, nbformat.v4.new_code_cell(WARNINGS_AS_ERRORS))
     client = nbclient.NotebookClient(
         notebook,
         timeout=600,

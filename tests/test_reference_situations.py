@@ -1,4 +1,6 @@
-"""The three situations of `joint-training-question.md`, checked by hand.
+"""Three usual situations of joint training, checked by hand: two models
+fitting one MSE target; two models with different losses and loss weights;
+two models sharing a layer, which must be updated once per step.
 
 Each is trained one SGD step with `JointModel` and compared with the same
 step written by hand (`tf.GradientTape`, `jax.value_and_grad` or

@@ -10,6 +10,8 @@ import contextlib
 import jax
 import jax.numpy as jnp
 import keras
+from jax.extend.core import Literal
+from jax.extend.core import jaxpr_as_fun
 
 
 def run_step(model, step, args):
@@ -88,9 +90,20 @@ class Linearization:
 
     def pullback(self, cotangents, indices):
         """Gradients of `sum_k cotangents[k] . outputs[k]` for
-        `variables[indices]` and every probe."""
-        grads, probe_grads = self.vjp_fn(self._full(cotangents))
+        `variables[indices]` (`None` where unconnected, as on the other
+        backends: `jax.vjp` gives zeros there) and every probe."""
+        (grads, probe_grads), connected = _with_dependence(
+            lambda c: self.vjp_fn(self._full(c)), cotangents
+        )
+        grads = [g if connected[0][i] else None for i, g in enumerate(grads)]
         return [grads[i] for i in indices], list(probe_grads)
+
+    def connected(self, key, indices):
+        """Whether `outputs[key]` depends on each of `variables[indices]`."""
+        _, connected = _with_dependence(
+            lambda c: self.vjp_fn(self._full({key: c})), 1.0
+        )
+        return [connected[0][i] for i in indices]
 
     def jacobian(self, key, indices, vectorized=True):
         """Per-row gradients `(rows, *shape)` of the vector `outputs[key]`
@@ -105,6 +118,22 @@ class Linearization:
             each = [row_vjp(row) for row in rows]
             grads, probe_grads = jax.tree.map(lambda *g: jnp.stack(g), *each)
         return [grads[i] for i in indices], list(probe_grads)
+
+
+def _with_dependence(fn, args):
+    """`(fn(args), flags)`: `flags` has `fn`'s output structure, each leaf
+    whether it depends on `args` (read off the traced jaxpr: a cotangent
+    that reaches no variable is a constant zero there)."""
+    args = jax.tree.map(jnp.asarray, args)
+    closed, shapes = jax.make_jaxpr(fn, return_shape=True)(args)
+    tainted = set(closed.jaxpr.invars)
+    for eqn in closed.jaxpr.eqns:
+        if any(not isinstance(v, Literal) and v in tainted for v in eqn.invars):
+            tainted.update(eqn.outvars)
+    flags = [not isinstance(v, Literal) and v in tainted for v in closed.jaxpr.outvars]
+    outputs = jaxpr_as_fun(closed)(*jax.tree.leaves(args))
+    structure = jax.tree.structure(shapes)
+    return jax.tree.unflatten(structure, outputs), jax.tree.unflatten(structure, flags)
 
 
 def input_gradient(fn, inputs, state=list):

@@ -60,6 +60,12 @@ class Linearization:
         )
         return grads[: len(indices)], grads[len(indices) :]
 
+    def connected(self, key, indices):
+        """Whether `outputs[key]` depends on each of `variables[indices]`
+        (the gradient is only traced: unused, it is pruned from the graph)."""
+        sources = [self.variables[i] for i in indices]
+        return [g is not None for g in self.tape.gradient(self.outputs[key], sources)]
+
     def jacobian(self, key, indices, vectorized=True):
         """Per-row gradients `(rows, *shape)` of the vector `outputs[key]`
         for `variables[indices]` and every probe: in one vectorized pass

@@ -31,12 +31,14 @@ class Linearization:
         self.outputs, self.variables, self.probes = outputs, variables, probes
 
     def _grad(self, outputs, sources, grad_outputs, batched=False):
-        if not sources:
-            return []
+        # An output that no variable reaches has no graph: no gradient.
+        pairs = [(o, g) for o, g in zip(outputs, grad_outputs) if o.requires_grad]
+        if not sources or not pairs:
+            return [None] * len(sources)
         return torch.autograd.grad(
-            outputs,
+            [o for o, _ in pairs],
             sources,
-            grad_outputs=grad_outputs,
+            grad_outputs=[g for _, g in pairs],
             retain_graph=True,
             allow_unused=True,
             is_grads_batched=batched,
@@ -54,6 +56,20 @@ class Linearization:
         sources = [self.variables[i].value for i in indices] + self.probes
         grads = list(self._grad(outputs, sources, grad_outputs))
         return grads[: len(indices)], grads[len(indices) :]
+
+    def connected(self, key, indices):
+        """Whether `outputs[key]` depends on each of `variables[indices]`:
+        a walk of its autograd graph to the leaves (no backward pass)."""
+        leaves, seen, todo = set(), set(), [self.outputs[key].grad_fn]
+        while todo:
+            node = todo.pop()
+            if node is None or node in seen:
+                continue
+            seen.add(node)
+            if hasattr(node, "variable"):
+                leaves.add(id(node.variable))
+            todo.extend(next_node for next_node, _ in node.next_functions)
+        return [id(self.variables[i].value) in leaves for i in indices]
 
     def jacobian(self, key, indices, vectorized=True):
         """Per-row gradients `(rows, *shape)` of the vector `outputs[key]`

@@ -7,8 +7,13 @@ import numpy as np
 from keras import ops
 
 from joint_keras._checks import check_task_weights
+from joint_keras._checks import format_names
+from joint_keras.weighting._presence import over_present_tasks
 
 PER_TASK_GRADIENTS = ("auto", "vectorized", "sequential")
+# A strategy is run once per pattern of presence of the tasks that may have
+# no labelled row in a batch (`2 ** k` runs): at most this many such tasks.
+MAX_MAYBE_ABSENT = 6
 
 
 class Coefficients(NamedTuple):
@@ -67,6 +72,13 @@ class Weighting(keras.layers.Layer):
 
     gradient_level = False
     needs_epoch_end = False
+    # Whether a step must run the strategy on the tasks present only (see
+    # `weights_for_step`); not needed where each task's weight depends on
+    # that task alone and a step assigns no state.
+    runs_per_presence = True
+    # Whether the strategy weighs the tasks of one update against each other
+    # (FAMO, RLW): then every `alternate` stage must train two or more.
+    weighs_tasks_together = False
 
     def __init__(self, representation=None, per_task_gradients="auto", **kwargs):
         kwargs.setdefault("trainable", True)
@@ -114,6 +126,11 @@ class Weighting(keras.layers.Layer):
             trainable=False,
             name="base_weights",
         )
+        # Training steps whose non-finite losses or gradients left the state
+        # as it was (reported by `jk.callbacks` at the end of each epoch).
+        self.skipped_updates = self.add_weight(
+            shape=(), initializer="zeros", trainable=False, name="skipped_updates"
+        )
         self.build_state(num_tasks)
         self.built = True
 
@@ -122,7 +139,7 @@ class Weighting(keras.layers.Layer):
 
     def current_weights(self):
         """Dict task name -> current base weight (a float)."""
-        values = ops.convert_to_numpy(self.base_weights)
+        values = ops.convert_to_numpy(self.base_weights.value)
         return {name: float(v) for name, v in zip(self.task_names, values)}
 
     def assign_task_weights(self, weights):
@@ -142,6 +159,121 @@ class Weighting(keras.layers.Layer):
         return super().add_weight(
             *args, trainable=trainable, aggregation=aggregation, **kwargs
         )
+
+    def state_variables(self):
+        """The variables a step may assign (the strategy's own state)."""
+        fixed = {id(self.base_weights), id(self.skipped_updates)}
+        return [v for v in self.non_trainable_variables if id(v) not in fixed]
+
+    def weights_for_step(self, losses, indices, training, present=None, flagged=()):
+        """`step_weights` of the tasks present in this step: what the model
+        calls. A task absent from the step (no labelled row in its batch) is
+        left out, as if the batch had no target for it; a step with a
+        non-finite loss leaves the state as it was, and is counted in
+        `skipped_updates`.
+
+        Args:
+            losses, indices, training: As in `step_weights`.
+            present: Boolean tensor `(n,)`, which tasks have a labelled
+                row, or `None` when all have.
+            flagged: Python tuple of the positions (in `indices`) of the
+                tasks that may have none.
+
+        Returns:
+            Tensor `(n,)` of effective weights (the compiled weight where a
+            task is absent: its loss is 0 there).
+        """
+        if self.runs_per_presence:
+            self._check_flagged(indices, flagged)
+        finite = ops.all(ops.isfinite(losses))
+        if training:
+            self.skipped_updates.assign_add(
+                ops.cast(ops.logical_not(finite), self.skipped_updates.dtype)
+            )
+        base = self.gather(self.base_weights, indices)
+
+        def weigh(sub):
+            weights = self.step_weights(
+                _take(losses, sub), [indices[i] for i in sub], training
+            )
+            return (weights,), ()
+
+        if not self.runs_per_presence:
+            flagged = ()
+        (weights,), _ = over_present_tasks(
+            weigh,
+            len(indices),
+            present,
+            flagged,
+            (base,),
+            self.state_variables(),
+            finite,
+        )
+        return weights
+
+    def combination(self, gram, jacobians, losses, indices, present=None, flagged=()):
+        """This training step's gradient combination, for the tasks present
+        (see `weights_for_step`); a non-finite Gram matrix or loss leaves the
+        state as it was.
+
+        Args:
+            gram: Tensor `(n, n)`, the Gram matrix of the per-task
+                gradients (rows of absent tasks are zero).
+            jacobians: List of tensors `(n, *shape)`, the per-task
+                gradients on each shared tensor.
+            losses, indices: As in `step_weights`.
+            present, flagged: As in `weights_for_step`.
+
+        Returns:
+            `(updates, shared, other)`: the update on each shared tensor
+            (`None` when it is `sum_k shared[k] g_k`), and the coefficients
+            `(n,)` of the task gradients on the shared and other variables
+            (`shared` is `None` with `updates`).
+        """
+        self._check_flagged(indices, flagged)
+        finite = ops.logical_and(
+            ops.all(ops.isfinite(gram)), ops.all(ops.isfinite(losses))
+        )
+        # The solvers get a finite matrix (TensorFlow's inverse raises on a
+        # NaN); the step's state is put back anyway.
+        gram = ops.where(finite, gram, ops.zeros_like(gram))
+        zeros = ops.zeros((len(indices),), "float32")
+
+        def combine(sub):
+            sub_losses, sub_indices = _take(losses, sub), [indices[i] for i in sub]
+            combined = self.combine(
+                [_take(j, sub) for j in jacobians], sub_losses, sub_indices, True
+            )
+            if combined is not None:
+                updates, other = combined
+                return (zeros[: len(sub)], other), tuple(updates)
+            sub_gram = _take(_take(gram, sub), sub, axis=1)
+            shared, other = self.coefficients(sub_gram, sub_losses, sub_indices, True)
+            return (shared, other), (None,) * len(jacobians)
+
+        (shared, other), updates = over_present_tasks(
+            combine,
+            len(indices),
+            present,
+            flagged,
+            (zeros, zeros),
+            self.state_variables(),
+            finite,
+        )
+        if updates and updates[0] is not None:
+            return list(updates), None, other
+        return None, shared, other
+
+    def _check_flagged(self, indices, flagged):
+        if len(flagged) > MAX_MAYBE_ABSENT:
+            names = [self.task_names[indices[i]] for i in flagged]
+            raise ValueError(
+                f"The weighting strategy {self.name!r} is run once per pattern "
+                "of the tasks that may have no labelled row in a batch (missing "
+                f"labels), for up to {MAX_MAYBE_ABSENT} such tasks; "
+                f"{len(flagged)} may here: {format_names(names)}. Label every "
+                "row of some of them, or use `weighting=None`."
+            )
 
     def step_weights(self, losses, indices, training):
         """Effective weight of each task with a loss in this step.
@@ -215,6 +347,14 @@ class Weighting(keras.layers.Layer):
         return ops.matmul(selection, values)
 
     @staticmethod
+    def softmax(values):
+        """`ops.softmax` of a vector; `[1.0]` for one entry (Keras warns on an
+        axis of size 1: one task alone in a step, missing labels)."""
+        if values.shape[0] == 1:
+            return ops.ones_like(values)
+        return ops.softmax(values)
+
+    @staticmethod
     def scatter(variable, indices, values):
         """Assigns `values` to the entries of `variable` at `indices`."""
         variable.assign(
@@ -237,3 +377,10 @@ class Weighting(keras.layers.Layer):
         if self.per_task_gradients != "auto":
             config["per_task_gradients"] = self.per_task_gradients
         return config
+
+
+def _take(values, positions, axis=0):
+    """The entries of `values` at the Python list `positions` along `axis`."""
+    if values is None or list(positions) == list(range(values.shape[axis])):
+        return values
+    return ops.take(values, ops.array(positions), axis=axis)

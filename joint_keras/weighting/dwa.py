@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from joint_keras._checks import check_number
 from joint_keras.weighting.base import Weighting
 
 
@@ -21,18 +22,20 @@ class DWA(Weighting):
         CVPR 2019.
 
     Args:
-        temperature: Positive float. Defaults to 2.0.
+        temperature: Positive finite float. Defaults to 2.0.
     """
 
     needs_epoch_end = True
 
     def __init__(self, temperature=2.0, **kwargs):
         super().__init__(**kwargs)
-        if not temperature > 0:
-            raise ValueError(
-                f"`temperature` must be positive. Received: temperature={temperature!r}"
-            )
-        self.temperature = float(temperature)
+        self.temperature = check_number(
+            temperature,
+            "temperature",
+            "jk.weighting.DWA",
+            minimum=0,
+            exclusive_minimum=True,
+        )
 
     def build_state(self, num_tasks):
         def state(name, value=0.0):
@@ -68,7 +71,7 @@ class DWA(Weighting):
         previous = ops.where(seen, ops.divide_no_nan(loss_sum, count), previous)
         ratio = ops.divide_no_nan(previous, before_previous)
         num_tasks = ops.cast(ops.shape(ratio)[0], ratio.dtype)
-        dwa = num_tasks * ops.softmax(ratio / self.temperature)
+        dwa = num_tasks * self.softmax(ratio / self.temperature)
         ready = ops.all(ops.greater(before_previous, 0))
         self.epoch_weights.assign(ops.where(ready, dwa, ops.ones_like(dwa)))
         self.before_previous.assign(before_previous)

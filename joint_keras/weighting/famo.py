@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from joint_keras._checks import check_number
 from joint_keras.weighting.base import Weighting
 
 EPSILON = 1e-8  # added to the losses, as in the authors' code
@@ -44,24 +45,22 @@ class FAMO(Weighting):
         Optimization. NeurIPS 2023.
 
     Args:
-        gamma: Non-negative float, the logits' decay. Defaults to 0.01
+        gamma: Non-negative finite float, the logits' decay. Defaults to 0.01
             (the authors' default; their scripts use 0.001 on several
             benchmarks, LibMTL's default).
-        learning_rate: Positive float, Adam's step size for the logits.
-            Defaults to 0.025 (the authors' and LibMTL's).
+        learning_rate: Positive finite float, Adam's step size for the
+            logits. Defaults to 0.025 (the authors' and LibMTL's).
     """
+
+    weighs_tasks_together = True
 
     def __init__(self, gamma=0.01, learning_rate=0.025, **kwargs):
         super().__init__(**kwargs)
-        if not float(gamma) >= 0:
-            raise ValueError(f"`gamma` must be non-negative. Received: gamma={gamma!r}")
-        if not float(learning_rate) > 0:
-            raise ValueError(
-                f"`learning_rate` must be positive. Received: "
-                f"learning_rate={learning_rate!r}"
-            )
-        self.gamma = float(gamma)
-        self.learning_rate = float(learning_rate)
+        owner = "jk.weighting.FAMO"
+        self.gamma = check_number(gamma, "gamma", owner, minimum=0)
+        self.learning_rate = check_number(
+            learning_rate, "learning_rate", owner, minimum=0, exclusive_minimum=True
+        )
 
     def build_state(self, num_tasks):
         for name in ("logits", "previous_losses", "moment", "second_moment", "steps"):
@@ -78,7 +77,7 @@ class FAMO(Weighting):
             seen = previous > 0.0
             delta = ops.where(seen, ops.log(ops.where(seen, previous, 1.0)), 0.0)
             delta = ops.where(seen, delta - ops.log(loss), 0.0)
-            z = ops.softmax(xi)
+            z = self.softmax(xi)
             grad = z * (delta - ops.sum(z * delta)) + self.gamma * xi
             b1, b2 = ADAM_BETAS
             steps = self.gather(self.steps, indices) + 1.0
@@ -101,7 +100,7 @@ class FAMO(Weighting):
             for variable, new in updates:
                 self.scatter(variable, indices, new)
             self.scatter(self.previous_losses, indices, loss)
-        z = ops.softmax(xi)
+        z = self.softmax(xi)
         weights = z / (ops.sum(z / loss) * loss)
         return self.gather(self.base_weights, indices) * weights
 

@@ -9,7 +9,11 @@ from joint_keras.weighting.base import Weighting
 class Fixed(Weighting):
     """The default: `loss = sum_k w_k * L_k` with `w` the compiled weights.
 
-    `w` is the variable `model.loss_weights_variable`, so it can be changed
-    during training without recompiling (see
-    `jk.callbacks.LossWeightScheduler`).
+    `w` is the strategy's variable `base_weights`, which the model exposes
+    as `model.task_weights_variable` (in `model.task_names` order), so it
+    can be changed during training without recompiling: with
+    `model.set_task_weights` (checked as `compile()` checks the weights) or
+    `jk.callbacks.LossWeightScheduler`, which calls it.
     """
+
+    runs_per_presence = False

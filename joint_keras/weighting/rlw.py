@@ -1,8 +1,9 @@
 """`RLW`: random loss weighting (Lin et al.)."""
 
 import keras
-from keras import ops
 
+from joint_keras._checks import MAX_SEED
+from joint_keras._checks import check_number
 from joint_keras.weighting.base import Weighting
 
 
@@ -20,20 +21,25 @@ class RLW(Weighting):
         Weighting: A Litmus Test for Multi-Task Learning. TMLR 2022.
 
     Args:
-        seed: Optional int seed.
+        seed: Optional int seed, in [0, 2**31 - 1].
     """
+
+    weighs_tasks_together = True
 
     def __init__(self, seed=None, **kwargs):
         super().__init__(**kwargs)
-        self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        owner = "jk.weighting.RLW"
+        self.seed = check_number(
+            seed, "seed", owner, kind=int, minimum=0, maximum=MAX_SEED, optional=True
+        )
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
 
     def step_weights(self, losses, indices, training):
         base = self.gather(self.base_weights, indices)
         if not training:
             return base
         draw = keras.random.normal((len(indices),), seed=self.seed_generator)
-        return base * len(indices) * ops.softmax(draw)
+        return base * len(indices) * self.softmax(draw)
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed}

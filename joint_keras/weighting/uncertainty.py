@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from joint_keras._checks import check_number
 from joint_keras.weighting.base import Weighting
 
 
@@ -21,12 +22,17 @@ class Uncertainty(Weighting):
         Weigh Losses for Scene Geometry and Semantics. CVPR 2018.
 
     Args:
-        initial_log_variance: Float, the starting `s_k`. Defaults to 0.0.
+        initial_log_variance: Finite float, the starting `s_k`. Defaults to
+            0.0.
     """
+
+    runs_per_presence = False
 
     def __init__(self, initial_log_variance=0.0, **kwargs):
         super().__init__(**kwargs)
-        self.initial_log_variance = float(initial_log_variance)
+        self.initial_log_variance = check_number(
+            initial_log_variance, "initial_log_variance", "jk.weighting.Uncertainty"
+        )
 
     def build_state(self, num_tasks):
         self.log_variances = self.add_weight(
