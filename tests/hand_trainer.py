@@ -145,14 +145,16 @@ class HandTrainer:
     def _terms(self, x, ya, yb, labelled_b):
         """Callables of the unweighted task losses present in the step."""
         ops = keras.ops
+        x, ya = ops.convert_to_tensor(x), ops.convert_to_tensor(ya)
+        yb_filled = None if yb is None else ops.convert_to_tensor(np.nan_to_num(yb))
+        mask = ops.convert_to_tensor(labelled_b.astype("float32")[:, None])
 
         def loss_a():
             return ops.mean(ops.square(self._outputs(x)[0] - ya))
 
         def loss_b():
             out = self._outputs(x)[1]
-            mask = ops.cast(labelled_b, "float32")[:, None]
-            total = ops.sum(ops.square(out - np.nan_to_num(yb)) * mask)
+            total = ops.sum(ops.square(out - yb_filled) * mask)
             return total / max(float(np.sum(labelled_b)), 1.0)
 
         def agree():

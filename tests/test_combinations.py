@@ -71,6 +71,7 @@ def joint_model(graph, layout, optimizer, strategy, targets):
         missing_label="nan" if targets == "partly" else None,
         weighting=strategy,
         alternate=[None, "a"] if layout == "alternating" else None,
+        jit_compile=False,
     )
     return model, layers
 

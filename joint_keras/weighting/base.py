@@ -52,8 +52,18 @@ class Weighting(keras.layers.Layer):
     when the trunk is the larger part of the model. Every submodel must
     call that layer on the same input.
 
-    Subclasses create their variables in `build_state(num_tasks)` and keep
-    an attribute per constructor argument for `get_config`.
+    The model calls a strategy through `weights_for_step` and
+    `combination`, which hold for every strategy: a task with no labelled
+    row in a batch is absent from that step, as if it had no target (the
+    strategy runs on the tasks present); a step with non-finite losses or
+    gradients leaves the state as it was (counted in `skipped_updates`);
+    trainable state of shape `(num_tasks,)` (Uncertainty's) moves, with its
+    optimizer moments, only in the entries of the tasks of the step. Each
+    strategy's docstring says in which step layouts it works.
+
+    Subclasses create their variables in `build_state(num_tasks)`, keep an
+    attribute per constructor argument for `get_config`, and write
+    `extra_loss` as a sum of per-task terms.
 
     Args:
         representation: Optional name of the shared layer (or nested model)

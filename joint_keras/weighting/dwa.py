@@ -17,6 +17,11 @@ class DWA(Weighting):
     The first two epochs use `w_k = 1`. A task whose loss stalls
     (`r_k` near 1 or above) gains weight.
 
+    Layouts: every one. The epoch means count the steps in which a task had
+    a loss (a batch with no labelled row for it is left out, as is a step
+    with non-finite losses); `alternate` stages use the epoch's weights of
+    their tasks.
+
     References:
         Liu, Johns, Davison. End-to-End Multi-Task Learning with Attention.
         CVPR 2019.

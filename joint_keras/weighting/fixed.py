@@ -14,6 +14,8 @@ class Fixed(Weighting):
     can be changed during training without recompiling: with
     `model.set_task_weights` (checked as `compile()` checks the weights) or
     `jk.callbacks.LossWeightScheduler`, which calls it.
+
+    Layouts: every one (no state).
     """
 
     runs_per_presence = False

@@ -17,6 +17,12 @@ class Uncertainty(Weighting):
     weights from going to 0. The `s_k` are trainable variables, updated by
     the optimizer of the first submodel when there is one per submodel.
 
+    Layouts: every one. The log-variances get the gradient of every term
+    they weigh, routed or not, and in an `alternate` stage that of the
+    stage's tasks; a task absent from a step (no target, or no labelled row
+    in its batch), or a step with non-finite losses, leaves its entry and
+    its optimizer moments as they were.
+
     References:
         Kendall, Gal, Cipolla. Multi-Task Learning Using Uncertainty to
         Weigh Losses for Scene Geometry and Semantics. CVPR 2018.
