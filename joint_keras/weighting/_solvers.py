@@ -6,7 +6,8 @@ problem on their `K x K` Gram matrix `G = J J^T`. The functions here solve
 these problems from `G` alone, with `keras.ops` and Python operators on
 tensors, every shape fixed at trace time (`K` must be static): they run
 eagerly, inside `tf.function` and inside `jax.jit`, with no host round-trip
-and no data-dependent Python control flow. Inputs are float32.
+and no data-dependent Python control flow. Inputs are float32 (float64
+works too, refined further).
 
 Methods:
 
@@ -30,13 +31,17 @@ Float32 robustness: each solver rescales `G` (the answers are scale-free or
 scaled back). UPGrad and DualProj work on the correlation matrix
 `G_ij / (|g_i| |g_j|)`, so that gradient norms spanning orders of magnitude
 cost no precision. Every candidate system gets a ridge of 1e-6 relative to
-its diagonal, which keeps exactly singular ones (duplicate, zero or
-linearly dependent gradients) invertible; one ridge-removal step on all
-candidates and three steps of iterative refinement on the chosen one undo
-it. Among equally good candidates the smallest support wins, whose system
-is invertible. The error of the combined update is then what float32
-allows: within a small factor of the change that rounding `G` to float32
-alone causes.
+its diagonal, which keeps exactly singular ones (duplicate, opposite, zero
+or linearly dependent gradients) invertible; the systems are inverted
+equilibrated to a unit diagonal, where that ridge stays above the rounding
+of the elimination whatever the gradient norms. One ridge-removal step on
+all candidates and three steps of iterative refinement on the chosen one
+(ten in float64) undo it. Among equally good candidates the smallest
+support wins, whose system is invertible. The active-set methods free a
+coordinate only for a gradient above its rounding error, so that their free
+sets stay linearly independent when `G` is singular. The error of the
+combined update is then what float32 allows: within a small factor of the
+change that rounding `G` to float32 alone causes.
 """
 
 import functools
@@ -55,6 +60,10 @@ _RIDGE = 1e-6
 # Scores are in units of the largest gradient norm.
 _SIZE_PENALTY = 1e-7
 _REFINEMENTS = 3
+_REFINEMENTS_FLOAT64 = 10
+# Active-set methods: a gradient below this many machine epsilons of the
+# magnitudes it is computed from is rounding noise.
+_NOISE = 8.0
 _TINY = 1e-30
 # CAGrad: when no candidate scores below this, no point with `g_w != 0` is
 # stationary and the optimum is the kink `g_w = 0`.
@@ -179,50 +188,37 @@ def project_to_dual_cone(gram, lower):
         free = free[:, 0, :]
         x = _refine_box(rows[:, :k], rows[:, k:], free, corr, inverse)
         v = (1.0 - free) * bounds + free * x
-    return ops.maximum(v / norms[None, :], lower)
+    v = v / norms[None, :]
+    return ops.where(v > lower, v, lower)
 
 
-def cagrad_weights(gram, c):
-    """Weights of CAGrad's worst-case direction.
+def cagrad_coefficients(gram, c):
+    """CAGrad's update as coefficients of the task gradients.
 
     With `g0 = J^T (1/K)` the mean gradient and `phi = c^2 |g0|^2`, solves
     `min_{w in simplex} w^T G (1/K) + sqrt(phi) sqrt(w^T G w)`, the dual of
     maximizing the worst task's improvement in the ball of radius
     `sqrt(phi)` around `g0`. The update is `J^T a`,
     `a = (1/K + sqrt(phi) / |g_w| w) / (1 + c^2)`, `|g_w| = sqrt(w^T G w)`
-    (the authors rescale by `1 / (1 + c^2)`): see `cagrad_coefficients`.
-    Solved by enumerating supports (see the module docstring): on a support
-    the KKT conditions are a bordered linear system with two right-hand
-    sides and a scalar equation solved in closed form. When the optimum is
-    the kink `g_w = 0` (0 in the convex hull and no direction of the ball
-    better than it, or `c = 0`) the update is the mean gradient, `w` does
-    not matter, and the best candidate is returned.
+    (the authors rescale by `1 / (1 + c^2)`). Solved by enumerating
+    supports (see the module docstring): on a support the KKT conditions
+    are a bordered linear system with two right-hand sides and a scalar
+    equation solved in closed form. When the optimum is the kink `g_w = 0`
+    (0 in the convex hull and no direction of the ball better than it, or
+    `c = 0`) the update is the mean gradient and `w` does not matter.
 
     Args:
         gram: `(K, K)` Gram matrix of the task gradients, `K` static.
         c: Non-negative Python float, the ball's radius relative to `|g0|`.
 
     Returns:
-        `(K,)` non-negative weights summing to 1.
+        `(K,)` coefficients `a = (1/K + sqrt(phi) / |g_w| w) / (1 + c^2)`
+        (0 in place of `sqrt(phi) / |g_w|` at the kink `g_w = 0`): the
+        update is `J^T a`.
 
     References:
         Liu, Liu, Jin, Stone, Liu. Conflict-Averse Gradient Descent for
         Multi-task Learning. NeurIPS 2021.
-    """
-    return _cagrad(gram, c)[0]
-
-
-def cagrad_coefficients(gram, c):
-    """CAGrad's update as coefficients of the task gradients.
-
-    Args:
-        gram: `(K, K)` Gram matrix of the task gradients, `K` static.
-        c: Non-negative Python float (see `cagrad_weights`).
-
-    Returns:
-        `(K,)` coefficients `a = (1/K + sqrt(phi) / |g_w| w) / (1 + c^2)`
-        (0 in place of `sqrt(phi) / |g_w|` at the kink `g_w = 0`): the
-        update is `J^T a`.
     """
     w, lam = _cagrad(gram, c)
     return (1.0 / _num_tasks(gram) + lam * w) / (1.0 + float(c) ** 2)
@@ -321,7 +317,8 @@ def fairgrad_weights(gram, alpha, iterations=_NEWTON_STEPS):
         return w * ops.exp(step / (1.0 + 0.5 * abs(step)))
 
     w = ops.fori_loop(0, iterations, newton_step, w)
-    return ops.minimum(w[:, 0] * trace ** (-1.0 / (1.0 + p)), 1e30)
+    w = w[:, 0] * trace ** (-1.0 / (1.0 + p))
+    return ops.where(w < 1e30, w, 1e30)
 
 
 # ----------------------------------------------------------------------------
@@ -363,8 +360,16 @@ def _take(tensors, index):
 
 def _rows_times(x, matrix):
     """`x @ matrix` for `x` `(B, M, K)`: one 2-D product (a broadcast
-    batched product is slow on TensorFlow's CPU kernels)."""
-    return ops.tensordot(x, matrix, axes=1)
+    batched product is slow on TensorFlow's CPU kernels; `ops.tensordot`
+    rounds float64 to float32 on PyTorch)."""
+    k = _num_tasks(matrix)
+    return ops.reshape(ops.reshape(x, (-1, k)) @ matrix, ops.shape(x))
+
+
+def _refinements(x):
+    """Refinement steps: more in float64, whose rounding lets them help."""
+    wide = backend.standardize_dtype(x.dtype) == "float64"
+    return _REFINEMENTS_FLOAT64 if wide else _REFINEMENTS
 
 
 def _refine(rhs, x, matrix, inverse):
@@ -375,7 +380,7 @@ def _refine(rhs, x, matrix, inverse):
     each eigenvalue `lambda` of the system.
     """
     x, matrix, inverse, rhs = x[0], matrix[0], inverse[0], rhs[0]
-    for _ in range(_REFINEMENTS):
+    for _ in range(_refinements(x)):
         x = x + (rhs - x @ matrix) @ inverse
     return x[None]
 
@@ -384,10 +389,30 @@ def _refine_box(rhs, x, free, corr, inverse):
     """Iterative refinement of the rows `x` `(M, K)` solving
     `x (diag(1 - f) + (f f^T) * C) = rhs`, each row with its own free set
     `f` (`free`, `(M, K)`) and preconditioner `inverse` `(M, K, K)`."""
-    for _ in range(_REFINEMENTS):
+    for _ in range(_refinements(x)):
         residual = rhs - (1.0 - free) * x - free * ((free * x) @ corr)
         x = x + ops.sum(residual[:, :, None] * inverse, axis=1)
     return x
+
+
+def _ridged_inverse(matrix, masks, norms, outside=None):
+    """`(A + R)^-1` for the systems `A` `(B, N, N)`, `R` the ridge
+    `_RIDGE * norms^2` on the coordinates where `masks` `(B, N)` is 1.
+
+    Inverted equilibrated, as `S (S A S + _RIDGE I_masks)^-1 S` with
+    `S = 1 / norms` on the masks and 1 (or `outside` `(B, N)`) elsewhere:
+    on a unit diagonal the ridge (1e-6) stays above the rounding of the
+    elimination, however small some norms are. Added directly, the ridge
+    of a small gradient's row sits below the rounding of the large
+    entries, and the systems of exactly singular supports (collinear
+    gradients of different norms) come out singular in float32: TensorFlow
+    and PyTorch then raise, JAX returns NaN.
+    """
+    scale = masks / norms + (1.0 - masks) * (1.0 if outside is None else outside)
+    scaled = scale[:, :, None] * matrix * scale[:, None, :]
+    eye = ops.eye(ops.shape(matrix)[-1], dtype=matrix.dtype)
+    inverse = ops.inv(scaled + eye * (_RIDGE * masks)[:, None, :])
+    return scale[:, :, None] * inverse * scale[:, None, :]
 
 
 def _ridged_candidates(rhs_inverse, ridge, inverse):
@@ -484,9 +509,15 @@ def _bordered_candidates(g, packed, mean_gram=None):
     n = k + 1
     eye = ops.eye(n, dtype=g.dtype)
     padded = eye[:, :k] @ g @ eye[:k, :]
-    ridge = packed[:, n : n + 1, :n] * (_RIDGE * (ops.diagonal(padded) + 1e-12))
+    masks = packed[:, n, :n]
+    sq_norms = ops.diagonal(padded) + 1e-12
+    ridge = masks[:, None, :] * (_RIDGE * sq_norms)
     matrix = packed[:, :n, :n] + packed[:, :n, n:] * padded
-    inverse = ops.inv(matrix + eye * ridge)
+    # The border row scaled by the support's smallest norm: entries <= 1.
+    norms = ops.sqrt(sq_norms)
+    border = ops.min(ops.where(masks > 0, norms, 1.0), axis=1, keepdims=True)
+    outside = 1.0 + eye[k] * (border - 1.0)
+    inverse = _ridged_inverse(matrix, masks, norms, outside)
     x = inverse[:, k:, :]  # e_K times the inverse
     extra = None
     if mean_gram is not None:
@@ -641,21 +672,31 @@ def _nnls(h, b, tolerance):
     `tolerance` `(B, 1)` is freed; else the iterate moves towards it until
     a coordinate reaches 0, which is fixed. The objective never increases,
     the free set stays linearly independent and the method ends in
-    finitely many steps (usually about `K`).
+    finitely many steps (usually about `K`). Gradients are taken less a
+    bound on their rounding error: where `H` is singular, the gradients of
+    the coordinates in the free set's span vanish but for rounding, and
+    freeing one on that noise (a singular free set, solved through the
+    ridge) would drift the iterate along a null vector.
     """
     k = _num_tasks(h)
     eye = ops.eye(k, dtype=h.dtype)
-    ridge = _RIDGE * (ops.diagonal(h) + 1e-12)
+    norms = ops.sqrt(ops.diagonal(h) + 1e-12)
+    abs_h = abs(h)
+    rounding = _NOISE * float(np.finfo(backend.standardize_dtype(h.dtype)).eps)
 
     def step(_, state):
         free, x = state
         outer = free[:, :, None] * free[:, None, :]
         matrix = eye * (1.0 - free)[:, None, :] + outer * h
-        inverse = ops.inv(matrix + eye * (free * ridge)[:, None, :])
+        inverse = _ridged_inverse(matrix, free, norms)
         rhs = free * b
         z = ops.sum(rhs[:, :, None] * inverse, axis=1)
         z = free * _refine_box(rhs, z, free, h, inverse)
-        gradient = ops.where(free > 0, -np.inf, b - z @ h)
+        # The gradient less a bound on its rounding: a coordinate whose
+        # gradient is rounding noise (one along the span of the free ones,
+        # as singular H has) must not be freed.
+        noise = rounding * (abs(b) + abs(z) @ abs_h)
+        gradient = ops.where(free > 0, -np.inf, b - z @ h - noise)
         add = ops.max(gradient, axis=1, keepdims=True) > tolerance
         return _active_set_move(free, x, z, gradient, add, k)
 
@@ -727,7 +768,8 @@ def _cagrad_active_set(g, mean_gram, mean_sq, radius):
         # At the kink g_w = 0 there is no gradient: free the best vertex.
         kink = norm < 1e-6
         gap = ops.where(free > 0, -np.inf, ops.where(kink, 1.0 - cost, gap))
-        add = ops.max(gap, axis=1, keepdims=True) > ops.where(kink, -1e30, 1e-7)
+        threshold = ops.cast(ops.where(kink, -1e30, 1e-7), g.dtype)
+        add = ops.max(gap, axis=1, keepdims=True) > threshold
         return _active_set_move(free, x, z, gap, add, k)
 
     # Start at the best vertex where the objective is differentiable.
