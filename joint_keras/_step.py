@@ -204,15 +204,14 @@ def _group_gradients(model, index, linear, keys):
         the positions a routed group's terms reached (no label gates them).
     """
     _updates.check_groups(model._spec, index)  # Frozen since `compile()`?
-    weighting = model._task_losses.weighting
-    strategy = index.positions_of_variables(weighting.trainable_variables)
+    strategy = set(index.unowned)
     grads = [None] * len(index.variables)
     routed = set()
     for key in keys:
         if key == EVERYTHING:
             positions = list(range(len(grads)))
         else:
-            positions = sorted(set(index.positions(key)) | set(strategy))
+            positions = sorted(set(index.positions(key)) | strategy)
         group_grads, _ = linear.pullback({_output(key): 1.0}, positions)
         for p, grad in zip(positions, group_grads):
             if grad is None:

@@ -60,9 +60,7 @@ def _label_gates(model, index, grads, losses, connected, routed):
         for i, name in enumerate(names)
         if i not in losses.flagged and name in spec.names
     ]
-    weighting = model._task_losses.weighting
-    strategy = index.positions_of_variables(weighting.trainable_variables)
-    ungated = set(index.reached_by(labelled)) | set(routed) | set(strategy)
+    ungated = set(index.reached_by(labelled)) | set(routed) | set(index.unowned)
     reach = {i: set(index.reached_by([names[i]])) for i in losses.flagged}
     result = {}
     for p, grad in enumerate(grads):

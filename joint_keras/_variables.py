@@ -46,6 +46,8 @@ class VariableIndex:
             for owners in self.owners_of
         ]
         self.shared = [i for i, d in enumerate(self.dependents_of) if len(d) > 1]
+        # A weighting strategy's own variables.
+        self.unowned = [i for i, owners in enumerate(self.owners_of) if not owners]
 
     @classmethod
     def of(cls, submodels, trainable_variables, ancestors=None, previous=None):
@@ -58,11 +60,6 @@ class VariableIndex:
     def positions(self, names):
         """Sorted positions of the variables owned by any of `names`."""
         return sorted({i for name in names for i in self.positions_of[name]})
-
-    def positions_of_variables(self, variables):
-        """Sorted positions of `variables` (those in the index)."""
-        ids = {id(v) for v in variables}
-        return [i for i, v in enumerate(self.variables) if id(v) in ids]
 
     def reached_by(self, names):
         """Sorted positions of the variables the outputs of `names` depend on."""
