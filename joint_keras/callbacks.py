@@ -103,9 +103,10 @@ class _StrategyEpochEnd(keras.callbacks.Callback):
         self.skipped = skipped
 
     def _skipped(self):
-        return int(
-            keras.ops.convert_to_numpy(self.model.weighting.skipped_updates.value)
-        )
+        # Read as a tensor: a variable's `.value` is a per-replica value
+        # under `tf.distribute`.
+        skipped = keras.ops.convert_to_tensor(self.model.weighting.skipped_updates)
+        return int(keras.ops.convert_to_numpy(skipped))
 
 
 def with_strategy_callbacks(callbacks, model):

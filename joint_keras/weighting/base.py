@@ -149,7 +149,7 @@ class Weighting(keras.layers.Layer):
 
     def current_weights(self):
         """Dict task name -> current base weight (a float)."""
-        values = ops.convert_to_numpy(self.base_weights.value)
+        values = ops.convert_to_numpy(ops.convert_to_tensor(self.base_weights))
         return {name: float(v) for name, v in zip(self.task_names, values)}
 
     def assign_task_weights(self, weights):
