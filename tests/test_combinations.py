@@ -22,6 +22,9 @@ from tests import hand_trainer
 from tests.hand_trainer import AGREE_WEIGHT
 from tests.hand_trainer import LEARNING_RATES
 
+# Long (126 compiled models), on the Keras API the rest of the suite uses.
+pytestmark = pytest.mark.heavy
+
 ROWS = 8
 SEED = 3
 

@@ -17,6 +17,7 @@ import pytest
 from keras import ops
 
 from tests.test_strategy_layouts import batch
+from tests.test_strategy_layouts import run_eagerly
 from tests.test_strategy_layouts import shared_trunk_model
 from tests.test_weighting_every_strategy import NAMES
 
@@ -49,6 +50,7 @@ def test_a_nan_batch_is_skipped_as_if_absent_under_loss_scaling(name):
             optimizer=keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(0.02)),
             loss="mse",
             weighting=NAMES[name](),
+            run_eagerly=run_eagerly(name),
         )
         x0, y0 = batch(0)
         x2, y2 = batch(2)
@@ -73,7 +75,10 @@ def test_a_nan_batch_is_skipped_as_if_absent_under_loss_scaling(name):
 def test_the_state_stays_finite_when_the_model_goes_nan(name):
     model = shared_trunk_model()
     model.compile(
-        optimizer=keras.optimizers.Adam(0.02), loss="mse", weighting=NAMES[name]()
+        optimizer=keras.optimizers.Adam(0.02),
+        loss="mse",
+        weighting=NAMES[name](),
+        run_eagerly=run_eagerly(name),
     )
     model.train_on_batch(*batch(0))
     before = strategy_state(model)

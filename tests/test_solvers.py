@@ -557,6 +557,7 @@ def test_the_active_set_fallback_beyond_the_enumeration_limit():
         assert error <= TOLERANCE, (name, error)
 
 
+@pytest.mark.heavy
 def test_the_active_set_fallback_on_singular_gram_matrices():
     # K = 12 gradients of rank 2, of rank 1 (both signs), duplicated,
     # opposite, and every other one 0.
@@ -616,6 +617,7 @@ def float64_enabled():
         yield
 
 
+@pytest.mark.heavy
 def test_singular_gram_matrices_in_float64():
     # Without float32's rounding every instance is resolved: the exact
     # supports must be found (and the K = 12 active-set methods' answers).

@@ -15,6 +15,27 @@ PER_TASK_GRADIENTS = ("auto", "vectorized", "sequential")
 # no labelled row in a batch (`2 ** k` runs): at most this many such tasks.
 MAX_MAYBE_ABSENT = 6
 
+# The "Layouts:" paragraphs that several strategies share, filled into their
+# docstrings (at the placeholder's indentation, 4) as Keras fills
+# `{{base_optimizer_keyword_args}}`.
+LAYOUTS = {
+    "{{gradient_level_layouts}}": """
+Layouts: one group of tasks, with update schedules (its state moves
+every training step; the schedule gates the model's variables only) and
+missing labels (a task whose batch has no labelled row is left out of
+that step's combination, as if it had no target). Refused at `compile()`
+with joint losses that set `updates=` (and so with `alternate`): it
+combines the gradients of the tasks of one update. A step with
+non-finite losses or gradients leaves its state as it was.""",
+    "{{one_update_layouts}}": """
+Layouts: one group of tasks, routed joint losses (`updates=`), update
+schedules and missing labels (its weights are over the tasks with a loss
+in the step). With `alternate`, every stage must train two or more tasks
+(it weighs the tasks of one update against each other; refused at
+`compile()` otherwise). A step with non-finite losses leaves its state
+as it was.""",
+}
+
 
 class Coefficients(NamedTuple):
     """How a gradient-level strategy combines the per-task gradients `g_k`:
@@ -89,6 +110,13 @@ class Weighting(keras.layers.Layer):
     # Whether the strategy weighs the tasks of one update against each other
     # (FAMO, RLW): then every `alternate` stage must train two or more.
     weighs_tasks_together = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for placeholder, text in LAYOUTS.items():
+            if cls.__doc__:
+                text = text.strip().replace("\n", "\n    ")
+                cls.__doc__ = cls.__doc__.replace(placeholder, text)
 
     def __init__(self, representation=None, per_task_gradients="auto", **kwargs):
         kwargs.setdefault("trainable", True)

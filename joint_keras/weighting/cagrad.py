@@ -21,13 +21,7 @@ class CAGrad(Weighting):
     `_solvers.cagrad_coefficients`: exactly up to 10 tasks (every support
     at once), by a monotone active-set method beyond.
 
-    Layouts: one group of tasks, with update schedules (its state moves
-    every training step; the schedule gates the model's variables only) and
-    missing labels (a task whose batch has no labelled row is left out of
-    that step's combination, as if it had no target). Refused at `compile()`
-    with joint losses that set `updates=` (and so with `alternate`): it
-    combines the gradients of the tasks of one update. A step with
-    non-finite losses or gradients leaves its state as it was.
+    {{gradient_level_layouts}}
 
     References:
         Liu, Liu, Jin, Stone, Liu. Conflict-Averse Gradient Descent for

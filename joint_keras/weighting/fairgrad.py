@@ -32,13 +32,7 @@ class FairGrad(Weighting):
     update. The other variables get their task's gradient, as in the
     authors' code (LibMTL multiplies the losses by `w` instead).
 
-    Layouts: one group of tasks, with update schedules (its state moves
-    every training step; the schedule gates the model's variables only) and
-    missing labels (a task whose batch has no labelled row is left out of
-    that step's combination, as if it had no target). Refused at `compile()`
-    with joint losses that set `updates=` (and so with `alternate`): it
-    combines the gradients of the tasks of one update. A step with
-    non-finite losses or gradients leaves its state as it was.
+    {{gradient_level_layouts}}
 
     References:
         Ban, Ji. Fair Resource Allocation in Multi-Task Learning.

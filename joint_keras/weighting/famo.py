@@ -40,12 +40,7 @@ class FAMO(Weighting):
     (per task, so that a task absent from a step is left as it was);
     updated in training steps only.
 
-    Layouts: one group of tasks, routed joint losses (`updates=`), update
-    schedules and missing labels (its weights are over the tasks with a loss
-    in the step). With `alternate`, every stage must train two or more tasks
-    (it weighs the tasks of one update against each other; refused at
-    `compile()` otherwise). A step with non-finite losses leaves its state
-    as it was.
+    {{one_update_layouts}}
 
     References:
         Liu, Feng, Stone, Liu. FAMO: Fast Adaptive Multitask

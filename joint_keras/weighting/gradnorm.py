@@ -24,13 +24,7 @@ class GradNorm(Weighting):
     `sum_k w_k L_k`. `L_k(0)` is the task's loss at its first training
     step.
 
-    Layouts: one group of tasks, with update schedules (its state moves
-    every training step; the schedule gates the model's variables only) and
-    missing labels (a task whose batch has no labelled row is left out of
-    that step's combination, as if it had no target). Refused at `compile()`
-    with joint losses that set `updates=` (and so with `alternate`): it
-    combines the gradients of the tasks of one update. A step with
-    non-finite losses or gradients leaves its state as it was.
+    {{gradient_level_layouts}}
 
     References:
         Chen, Badrinarayanan, Lee, Rabinovich. GradNorm: Gradient

@@ -46,13 +46,7 @@ class IMTLG(Weighting):
     variables get their task's gradient, as in the paper (IMTL-L, the loss
     part, is not included).
 
-    Layouts: one group of tasks, with update schedules (its state moves
-    every training step; the schedule gates the model's variables only) and
-    missing labels (a task whose batch has no labelled row is left out of
-    that step's combination, as if it had no target). Refused at `compile()`
-    with joint losses that set `updates=` (and so with `alternate`): it
-    combines the gradients of the tasks of one update. A step with
-    non-finite losses or gradients leaves its state as it was.
+    {{gradient_level_layouts}}
 
     References:
         Liu, Li, Kuang, Xue, Chen, Yang, Liao, Zhang. Towards Impartial

@@ -51,13 +51,7 @@ class NashMTL(Weighting):
     `alpha`, so their task-specific variables get `alpha_k` times theirs).
     Not included: the authors' `update_weights_every` (reusing `alpha`).
 
-    Layouts: one group of tasks, with update schedules (its state moves
-    every training step; the schedule gates the model's variables only) and
-    missing labels (a task whose batch has no labelled row is left out of
-    that step's combination, as if it had no target). Refused at `compile()`
-    with joint losses that set `updates=` (and so with `alternate`): it
-    combines the gradients of the tasks of one update. A step with
-    non-finite losses or gradients leaves its state as it was.
+    {{gradient_level_layouts}}
 
     References:
         Navon, Shamsian, Achituve, Maron, Kawaguchi, Chechik, Fetaya.

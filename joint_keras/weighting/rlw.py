@@ -16,12 +16,7 @@ class RLW(Weighting):
     on average every task is weighted equally, and no task can dominate
     for long.
 
-    Layouts: one group of tasks, routed joint losses (`updates=`), update
-    schedules and missing labels (its weights are over the tasks with a loss
-    in the step). With `alternate`, every stage must train two or more tasks
-    (it weighs the tasks of one update against each other; refused at
-    `compile()` otherwise). A step with non-finite losses leaves its state
-    as it was.
+    {{one_update_layouts}}
 
     References:
         Lin, Ye, Xu, Shi, Zhang. Reasonable Effectiveness of Random
