@@ -49,7 +49,7 @@ test-keras-next: $(STAMP_NEXT)
 		KERAS_BACKEND=$$b $(PY_NEXT) -m pytest $(XDIST) $(PYTEST_ARGS); \
 	done
 
-test-%: $(STAMP)
+test-tensorflow test-jax test-torch: test-%: $(STAMP)
 	KERAS_BACKEND=$* $(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # Step time and memory against hand-written loops and a functional model,

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from keras import ops
 
+from tests.test_strategy_layouts import STATEFUL
 from tests.test_strategy_layouts import batch
 from tests.test_strategy_layouts import run_eagerly
 from tests.test_strategy_layouts import shared_trunk_model
@@ -71,7 +72,7 @@ def test_a_nan_batch_is_skipped_as_if_absent_under_loss_scaling(name):
     assert without[2] == []
 
 
-@pytest.mark.parametrize("name", list(NAMES))
+@pytest.mark.parametrize("name", STATEFUL)
 def test_the_state_stays_finite_when_the_model_goes_nan(name):
     model = shared_trunk_model()
     model.compile(
