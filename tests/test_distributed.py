@@ -35,9 +35,13 @@ MODES = {
 }
 TIMEOUT = 240
 
-pytestmark = pytest.mark.skipif(
-    BACKEND not in MODES, reason=f"no Keras distribution API on {BACKEND}"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        BACKEND not in MODES, reason=f"no Keras distribution API on {BACKEND}"
+    ),
+    # In one pytest-xdist worker, which runs each mode's subprocesses once.
+    pytest.mark.xdist_group("distributed"),
+]
 
 
 def _start(mode, out, **env):

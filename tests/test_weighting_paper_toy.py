@@ -178,14 +178,23 @@ def test_first_steps_follow_each_rule_with_adam(name, start):
     np.testing.assert_allclose(got, want, atol=2e-4)
 
 
-@pytest.fixture(scope="module")
+_ENDS = {}
+
+
+@pytest.fixture
 def ends():
     """End points from every start, with the paper's Adam: learning rate
-    1e-3, 100,000 steps."""
-    return {
-        name: [train(strategy(name), start, 1e-3, 100_000) for start in STARTS]
-        for name in RULES
-    }
+    1e-3, 100,000 steps. Computed once per process (pytest tears a module
+    fixture down whenever pytest-xdist runs another module's test between
+    two of this one's)."""
+    if not _ENDS:
+        _ENDS.update(
+            {
+                name: [train(strategy(name), start, 1e-3, 100_000) for start in STARTS]
+                for name in RULES
+            }
+        )
+    return _ENDS
 
 
 def paper_schedule(test):
