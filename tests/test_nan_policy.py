@@ -17,6 +17,7 @@ import pytest
 from keras import ops
 
 from tests.test_strategy_layouts import STATEFUL
+from tests.test_strategy_layouts import adam_model
 from tests.test_strategy_layouts import batch
 from tests.test_strategy_layouts import run_eagerly
 from tests.test_strategy_layouts import shared_trunk_model
@@ -74,13 +75,7 @@ def test_a_nan_batch_is_skipped_as_if_absent_under_loss_scaling(name):
 
 @pytest.mark.parametrize("name", STATEFUL)
 def test_the_state_stays_finite_when_the_model_goes_nan(name):
-    model = shared_trunk_model()
-    model.compile(
-        optimizer=keras.optimizers.Adam(0.02),
-        loss="mse",
-        weighting=NAMES[name](),
-        run_eagerly=run_eagerly(name),
-    )
+    model = adam_model(name)
     model.train_on_batch(*batch(0))
     before = strategy_state(model)
     logs = model.train_on_batch(*nan_batch(), return_dict=True)

@@ -77,17 +77,23 @@ def state(model):
     ]
 
 
+def adam_model(name):
+    """The shared-trunk model compiled with Adam and strategy `name`."""
+    model = shared_trunk_model()
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.02),
+        loss="mse",
+        weighting=NAMES[name](),
+        run_eagerly=run_eagerly(name),
+    )
+    return model
+
+
 @pytest.mark.parametrize("name", list(NAMES))
 def test_a_task_with_no_labelled_row_is_absent_for_the_strategy(name):
     runs = {}
     for mode in ("unlabelled", "absent"):
-        model = shared_trunk_model()
-        model.compile(
-            optimizer=keras.optimizers.Adam(0.02),
-            loss="mse",
-            weighting=NAMES[name](),
-            run_eagerly=run_eagerly(name),
-        )
+        model = adam_model(name)
         for step in range(3):
             x, y = batch(step)
             if mode == "unlabelled":  # t1's rows marked labelled, but at step 1.
