@@ -202,7 +202,7 @@ def paper_schedule(test):
     once."""
     skip = pytest.mark.skipif(
         BACKEND != "jax",
-        reason="1.2 million steps: about 70 s on JAX, 6 minutes on TensorFlow "
+        reason="1.2 million steps: about 5 minutes on JAX, longer on TensorFlow "
         "and an hour on PyTorch (eager steps) on 2 CPU cores; every backend's "
         "first steps are checked against the rules above",
     )
