@@ -5,6 +5,8 @@ Tests compare `JointModel` against these: a plain `tf.GradientTape`,
 the way a careful user would write the joint loop by hand.
 """
 
+import contextlib
+
 import keras
 import numpy as np
 
@@ -81,3 +83,16 @@ def strategy_coefficients(strategy, jac):
     gram = ops.convert_to_tensor((jac @ jac.T).astype("float32"))
     a, b = strategy.coefficients(gram, ops.ones((k,)), list(range(k)), training=True)
     return ops.convert_to_numpy(a).astype("float64"), ops.convert_to_numpy(b)
+
+
+@contextlib.contextmanager
+def float64_enabled():
+    """Float64 arrays on every backend (JAX makes them float32 unless x64 is
+    enabled)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        with jax.enable_x64(True):
+            yield
+    else:
+        yield

@@ -357,12 +357,7 @@ def float64():
     floatx = keras.config.floatx()
     keras.config.set_floatx("float64")
     try:
-        if BACKEND == "jax":
-            import jax
-
-            with jax.enable_x64(True):
-                yield
-        else:
+        with reference.float64_enabled():
             yield
     finally:
         keras.config.set_floatx(floatx)

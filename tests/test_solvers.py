@@ -14,7 +14,6 @@ instance is only checked where its float64 reference moves by less than a
 tenth of the tolerance when `G` is perturbed by two float32 roundings.
 """
 
-import contextlib
 import functools
 
 import numpy as np
@@ -24,6 +23,7 @@ from scipy import optimize
 
 from joint_keras.weighting import _solvers as solvers
 from tests.conftest import BACKEND
+from tests.reference import float64_enabled
 
 TOLERANCE = 1e-5
 SIZES = [(k, d) for k in (2, 3, 4, 8) for d in (5, 50, 1000)]
@@ -569,11 +569,9 @@ def test_the_active_set_fallback_on_singular_gram_matrices():
         for family in SINGULAR_FAMILIES[:-1]:
             cases[family, seed] = jacobian(family, k, 50, seed=seed)
     references = {
-        "mgda": lambda gram: ref_min_norm(factor(gram)),
-        "upgrad_rows": lambda gram: ref_dual_cone(factor(gram), np.eye(k)),
-        "dualproj": lambda gram: ref_dual_cone(factor(gram), np.full((1, k), 1 / k))[0],
-        "cagrad": lambda gram: ref_cagrad(gram, CAGRAD_C),
+        name: UPDATE_REFERENCES[name] for name in ("mgda", "dualproj", "cagrad")
     }
+    references["upgrad_rows"] = lambda gram: ref_dual_cone(factor(gram), np.eye(k))
     for family, jac in cases.items():
         gram = jac @ jac.T
         checked = 0
@@ -604,17 +602,6 @@ def test_compiled_solvers_on_singular_gram_matrices():
                 to_numpy(compiled(fn)(gram32(gram))),
             )
             assert update_error(gram, traced, eager) <= TOLERANCE, (family, name)
-
-
-@contextlib.contextmanager
-def float64_enabled():
-    if BACKEND == "jax":
-        import jax
-
-        with jax.enable_x64(True):
-            yield
-    else:
-        yield
 
 
 @pytest.mark.heavy
