@@ -16,6 +16,25 @@ def pytest_report_header(config):
     return f"keras {keras.version()}, backend {BACKEND}"
 
 
+def pytest_collection_finish(session):
+    """Tests marked `xdist_group` share a per-process fixture (the paper
+    toy's end points, the distributed runs): if pytest-xdist stops grouping
+    them (pytest 9.2 with pytest-xdist 3.8: nodes no longer take its group
+    suffix), each worker computes it again, minutes each, without a word."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    ungrouped = [
+        item.nodeid
+        for item in session.items
+        if item.get_closest_marker("xdist_group") and "@" not in item.nodeid
+    ]
+    if ungrouped:
+        raise pytest.UsageError(
+            "pytest-xdist did not group the tests marked `xdist_group` "
+            f"(e.g. {ungrouped[0]}); use the versions in constraints.txt."
+        )
+
+
 @pytest.fixture(autouse=True)
 def _fresh_keras_state():
     """Every test starts from the same seed and a clean Keras session."""
