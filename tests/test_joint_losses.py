@@ -215,3 +215,32 @@ def test_a_compute_loss_override_is_honoured():
     joint.train_on_batch(x, {"a": y})
     for got, want in zip(reference.weights_of(b), before_b):
         np.testing.assert_array_equal(got, want)
+
+
+def test_an_input_gradient_beside_a_compiled_loss_matches_its_closed_form():
+    # A linear critic `x @ w`: its input gradient is `w` on every row, so the
+    # penalty `mean((|grad| - 1)^2)` is `(|w| - 1)^2`. Beside a compiled
+    # loss, Keras first builds the losses under PyTorch's `no_grad`.
+    w = np.array([[3.0], [4.0]], "float32")
+    critic = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    critic.set_weights([w, np.zeros(1, "float32")])
+
+    def penalty(y_true, y_pred, context):
+        grad = context.input_gradient(
+            context.submodels["critic"], context.inputs["critic"]
+        )
+        return keras.ops.mean(
+            (keras.ops.sqrt(keras.ops.sum(grad**2, axis=-1)) - 1.0) ** 2
+        )
+
+    model = jk.JointModel({"critic": critic})
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.0),
+        loss={"critic": "mse"},
+        joint_losses=[jk.JointLoss(penalty, name="penalty", with_context=True)],
+    )
+    x = np.random.default_rng(0).normal(size=(8, 2)).astype("float32")
+    history = model.fit(x, np.zeros((8, 1), "float32"), batch_size=8, verbose=0)
+    np.testing.assert_allclose(
+        history.history["penalty_loss"][0], (5.0 - 1.0) ** 2, rtol=1e-6
+    )

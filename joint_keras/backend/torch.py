@@ -94,10 +94,13 @@ def input_gradient(fn, inputs, state=None):
     """The gradient of `sum(fn(inputs))` with respect to `inputs`, itself
     differentiable (`create_graph=True`, for a gradient penalty)."""
     del state
-    if not inputs.requires_grad:
-        inputs = inputs.detach().requires_grad_(True)
-    outputs = fn(inputs)
-    (grad,) = torch.autograd.grad(outputs.sum(), inputs, create_graph=True)
+    # Keras builds the losses once under `torch.no_grad()` (their output
+    # spec, with a compiled loss beside): the gradient needs autograd there.
+    with torch.enable_grad():
+        if not inputs.requires_grad:
+            inputs = inputs.detach().requires_grad_(True)
+        outputs = fn(inputs)
+        (grad,) = torch.autograd.grad(outputs.sum(), inputs, create_graph=True)
     return grad
 
 
