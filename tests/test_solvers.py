@@ -21,7 +21,7 @@ import pytest
 from keras import ops
 from scipy import optimize
 
-from joint_keras.weighting import _solvers as solvers
+from joint_keras import linalg as solvers
 from tests.conftest import BACKEND
 from tests.reference import float64_enabled
 

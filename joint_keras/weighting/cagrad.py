@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from joint_keras._checks import check_number
-from joint_keras.weighting import _solvers
+from joint_keras.linalg import cagrad_coefficients
 from joint_keras.weighting.base import Coefficients
 from joint_keras.weighting.base import Weighting
 
@@ -18,8 +18,8 @@ class CAGrad(Weighting):
     (`g_w = sum_k w_k g_k`), and move along
     `(g0 + sqrt(phi) / |g_w| g_w) / (1 + c^2)` (the authors' rescaling).
     `c = 0` is plain averaging. Solved on the Gram matrix by
-    `_solvers.cagrad_coefficients`: exactly up to 10 tasks (every support
-    at once), by a monotone active-set method beyond.
+    `joint_keras.linalg.cagrad_coefficients`: exactly up to 10 tasks (every
+    support at once), by a monotone active-set method beyond.
 
     {{gradient_level_layouts}}
 
@@ -39,7 +39,7 @@ class CAGrad(Weighting):
         self.c = check_number(c, "c", "jk.weighting.CAGrad", minimum=0)
 
     def coefficients(self, gram, losses, indices, training):
-        a = _solvers.cagrad_coefficients(gram, self.c)
+        a = cagrad_coefficients(gram, self.c)
         return Coefficients(a, ops.ones_like(a))
 
     def get_config(self):

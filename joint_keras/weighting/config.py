@@ -3,9 +3,9 @@
 import keras
 from keras import ops
 
+from joint_keras.linalg import equal_projection_weights
 from joint_keras.weighting.base import Coefficients
 from joint_keras.weighting.base import Weighting
-from joint_keras.weighting.imtlg import equal_projection_weights
 
 
 @keras.saving.register_keras_serializable(package="joint_keras")
@@ -19,8 +19,9 @@ class ConFIG(Weighting):
     so no task conflicts with it. Its length is the sum of the gradients'
     projections onto it: the update is `(sum_k g_k . x / |x|) x / |x|`.
     From the Gram matrix: `x = J^T b`, `b = D^-1 C^+ 1` with `D = diag(|g_k|)`
-    and `C` the correlation matrix (see `imtlg.equal_projection_weights`;
-    IMTL-G's direction, scaled differently), so the coefficients are
+    and `C` the correlation matrix (see
+    `joint_keras.linalg.equal_projection_weights`; IMTL-G's direction,
+    scaled differently), so the coefficients are
     `a = (1^T G b / b^T G b) b`. Zero gradients are left out, as the
     authors' code does; all-zero gradients give zero coefficients. The
     other variables get their task's gradient. Equal preference weights

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from joint_keras.weighting import _solvers
+from joint_keras.linalg import project_to_dual_cone
 from joint_keras.weighting.base import Coefficients
 from joint_keras.weighting.base import Weighting
 
@@ -19,8 +19,8 @@ class DualProj(Weighting):
     increases. With non-conflicting gradients it is the mean itself. The
     projection is `J^T v`, `v = argmin_{v >= 1/K} v^T G v` (the dual
     problem, solved exactly on the Gram matrix `G` by
-    `_solvers.project_to_dual_cone`). The other variables get their task's
-    gradient.
+    `joint_keras.linalg.project_to_dual_cone`). The other variables get
+    their task's gradient.
 
     {{gradient_level_layouts}}
 
@@ -37,5 +37,5 @@ class DualProj(Weighting):
     def coefficients(self, gram, losses, indices, training):
         n = len(indices)
         mean = ops.ones((1, n), dtype=gram.dtype) / n
-        a = _solvers.project_to_dual_cone(gram, mean)[0]
+        a = project_to_dual_cone(gram, mean)[0]
         return Coefficients(a, ops.ones_like(a))

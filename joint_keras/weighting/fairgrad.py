@@ -4,10 +4,10 @@ import keras
 from keras import ops
 
 from joint_keras._checks import check_number
-from joint_keras.weighting import _solvers
+from joint_keras.linalg import fairgrad_weights
+from joint_keras.linalg import solved
 from joint_keras.weighting.base import Coefficients
 from joint_keras.weighting.base import Weighting
-from joint_keras.weighting.nash_mtl import solved
 
 
 @keras.saving.register_keras_serializable(package="joint_keras")
@@ -18,8 +18,8 @@ class FairGrad(Weighting):
     (1 - alpha)` (the alpha-fair utility of the tasks' first-order loss
     decreases) in a ball; its stationarity condition is
     `G w = w^(-1/alpha)` elementwise, `w > 0`, solved on the Gram matrix
-    by `_solvers.fairgrad_weights` (Newton's method, exact to float32;
-    the authors' code runs scipy's `least_squares`). `alpha = 1` is
+    by `joint_keras.linalg.fairgrad_weights` (Newton's method, exact to
+    float32; the authors' code runs scipy's `least_squares`). `alpha = 1` is
     Nash-MTL's equation (proportional fairness), `alpha -> inf` tends to
     max-min fairness, `alpha -> 0` to the plain sum's utilitarian share.
     Like the authors' code, `G` is not normalized: `w` scales as
@@ -54,7 +54,7 @@ class FairGrad(Weighting):
         )
 
     def coefficients(self, gram, losses, indices, training):
-        w = _solvers.fairgrad_weights(gram, self.alpha)
+        w = fairgrad_weights(gram, self.alpha)
         a = ops.where(solved(gram, w, 1.0 / self.alpha), w, 0.0)
         return Coefficients(a, ops.ones_like(a))
 

@@ -4,7 +4,8 @@ import keras
 from keras import ops
 
 from joint_keras._checks import check_number
-from joint_keras.weighting import _solvers
+from joint_keras.linalg import min_norm_weights
+from joint_keras.linalg import normalize_gram
 from joint_keras.weighting.base import Coefficients
 from joint_keras.weighting.base import Weighting
 
@@ -17,9 +18,9 @@ class MGDA(Weighting):
     simplex minimizing `|sum_k w_k g_k|^2`: a direction that decreases every
     task's loss, or zero at a Pareto-stationary point. The other variables
     get their task's gradient. `w` is solved on the Gram matrix by
-    `_solvers.min_norm_weights`: exactly up to 10 tasks (every support at
-    once, one batched inverse), by Lawson and Hanson's active-set method
-    beyond. The solution does not depend on the scale of the Gram matrix.
+    `joint_keras.linalg.min_norm_weights`: exactly up to 10 tasks (every
+    support at once, one batched inverse), by Lawson and Hanson's active-set
+    method beyond. The solution does not depend on the scale of the Gram matrix.
 
     {{gradient_level_layouts}}
 
@@ -30,11 +31,12 @@ class MGDA(Weighting):
     Args:
         norm_eps: Non-negative finite float. When `norm_eps` or `reg_eps` is
             positive, the Gram matrix is first regularized as TorchJD
-            regularizes it (`_solvers.normalize_gram`): divided by its trace
-            (the sum of the squared gradient norms), or replaced by the zero
-            matrix when that trace is not above `norm_eps` (then every `w`
-            of the simplex is a minimizer and one with a single non-zero
-            weight is returned), and `reg_eps` is added to its diagonal.
+            regularizes it (`joint_keras.linalg.normalize_gram`): divided by
+            its trace (the sum of the squared gradient norms), or replaced by
+            the zero matrix when that trace is not above `norm_eps` (then
+            every `w` of the simplex is a minimizer and one with a single
+            non-zero weight is returned), and `reg_eps` is added to its
+            diagonal.
             Dividing by the trace alone changes nothing. Defaults to 0.0:
             with both 0, the Gram matrix is used as it is (the exact
             problem).
@@ -54,8 +56,8 @@ class MGDA(Weighting):
 
     def coefficients(self, gram, losses, indices, training):
         if self.norm_eps or self.reg_eps:
-            gram = _solvers.normalize_gram(gram, self.norm_eps, self.reg_eps)
-        w = _solvers.min_norm_weights(gram)
+            gram = normalize_gram(gram, self.norm_eps, self.reg_eps)
+        w = min_norm_weights(gram)
         return Coefficients(w, ops.ones_like(w))
 
     def get_config(self):

@@ -3,21 +3,10 @@
 import keras
 from keras import ops
 
-from joint_keras.weighting import _solvers
+from joint_keras.linalg import nash_mtl_weights
+from joint_keras.linalg import solved
 from joint_keras.weighting.base import Coefficients
 from joint_keras.weighting.base import Weighting
-
-# Largest relative violation of `alpha_i (G alpha)_i = 1` taken as solved.
-# A solved problem is met to about 1e-5 in float32; without a solution
-# (Pareto-stationary gradients) the solver's iterate is far off.
-SOLVED_TOLERANCE = 1e-2
-
-
-def solved(gram, weights, power=1.0):
-    """Whether `weights` solve `(G w)_i w_i^power = 1` (`power = 1/alpha`
-    for FairGrad's equation) to `SOLVED_TOLERANCE`."""
-    products = ops.matmul(gram, weights[:, None])[:, 0] * weights**power
-    return ops.max(ops.abs(products - 1.0)) < SOLVED_TOLERANCE
 
 
 @keras.saving.register_keras_serializable(package="joint_keras")
@@ -28,8 +17,8 @@ class NashMTL(Weighting):
     `G alpha = 1 / alpha` (elementwise): `d` maximizes
     `sum_k log(g_k . d)` in a ball, so every task gets a share of the
     improvement, and `g_k . d = 1 / alpha_k`, `|d|^2 = K`. Solved on the
-    Gram matrix by `_solvers.nash_mtl_weights` (Newton's method, exact to
-    float32), where the authors' code runs a few convex-concave steps of
+    Gram matrix by `joint_keras.linalg.nash_mtl_weights` (Newton's method,
+    exact to float32), where the authors' code runs a few convex-concave steps of
     cvxpy. Their code divides `G` by its Frobenius norm for conditioning
     and multiplies it back in the constraint, so its solution is this one;
     the solver here rescales internally. As in the paper, `alpha_k`
@@ -64,6 +53,6 @@ class NashMTL(Weighting):
     gradient_level = True
 
     def coefficients(self, gram, losses, indices, training):
-        alpha = _solvers.nash_mtl_weights(gram)
+        alpha = nash_mtl_weights(gram)
         a = ops.where(solved(gram, alpha), alpha, 0.0)
         return Coefficients(a, ops.ones_like(a))
