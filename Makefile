@@ -14,7 +14,7 @@ NEXT_BACKENDS := $(BACKENDS)
 # XDIST= runs the suite in one process.
 XDIST ?= -n 2 --dist loadgroup
 
-.PHONY: demo test test-tensorflow test-jax test-torch test-keras-next lint bench clean
+.PHONY: demo test test-tensorflow test-jax test-torch test-keras-next docs package lint bench clean
 
 $(STAMP): setup.cfg constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,8 +57,25 @@ test-tensorflow test-jax test-torch: test-%: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.step_time
 
+# The documentation site (docs/, mkdocs.yml) into site/; strict: a broken
+# link or API reference fails the build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
+# The sdist and wheel into dist/, checked by twine, and the wheel installed
+# and imported in a fresh venv of its own (JAX as its backend).
+VENV_WHEEL := .venv-wheel
+package: $(STAMP)
+	rm -rf dist $(VENV_WHEEL)
+	$(PY) -m build --no-isolation --outdir dist .
+	$(PY) -m twine check --strict dist/*
+	$(PYTHON) -m venv $(VENV_WHEEL)
+	$(VENV_WHEEL)/bin/pip install --quiet -c constraints.txt dist/*.whl jax
+	cd $(VENV_WHEEL) && KERAS_BACKEND=jax bin/python -c \
+		"import joint_keras as jk; print('installed', jk.__version__, jk.__file__)"
+
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
 clean:
-	rm -rf $(VENV) $(VENV_NEXT) demo_output
+	rm -rf $(VENV) $(VENV_NEXT) $(VENV_WHEEL) demo_output site dist

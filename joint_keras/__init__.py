@@ -11,7 +11,7 @@ from joint_keras.joint_loss import JointLoss
 from joint_keras.joint_model import JointModel
 from joint_keras.submodel_optimizer import SubmodelOptimizer
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "INPUT",

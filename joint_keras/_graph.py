@@ -54,8 +54,11 @@ class Concat:
     Example:
 
     ```python
+    latent_dim = 8
+    gen = keras.Sequential([keras.Input((latent_dim,)), keras.layers.Dense(2)])
+    disc = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     # The discriminator sees generated samples, then real ones.
-    jk.JointModel(
+    gan = jk.JointModel(
         {"gen": gen, "disc": disc},
         inputs={"gen": jk.Noise((latent_dim,)), "disc": jk.Concat("gen", jk.INPUT)},
     )
@@ -97,6 +100,15 @@ class Noise:
         shape: Tuple, the shape of one sample.
         distribution: `"normal"` (default) or `"uniform"` (in [0, 1)).
         seed: Optional int.
+
+    Example:
+
+    ```python
+    gen = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)])
+    model = jk.JointModel({"gen": gen}, inputs={"gen": jk.Noise((8,), seed=1)})
+    samples = model.predict(np.zeros((5, 1)), verbose=0)  # x sets the rows only
+    samples["gen"].shape  # (5, 2)
+    ```
     """
 
     def __init__(self, shape, distribution="normal", seed=None):
@@ -148,8 +160,13 @@ class Output:
     Example:
 
     ```python
+    inputs = keras.Input((8,))
+    features = keras.layers.Dense(16, "relu", name="features")(inputs)
+    logits = keras.layers.Dense(3, name="logits")(features)
+    trunk = keras.Model(inputs, [features, logits])
+    head = keras.Sequential([keras.Input((16,)), keras.layers.Dense(1)])
     # "trunk" returns [features, logits]; the head reads the features.
-    jk.JointModel(
+    model = jk.JointModel(
         {"trunk": trunk, "head": head},
         inputs={"head": jk.Output("trunk", "features")},
     )

@@ -25,11 +25,20 @@ class LossWeightScheduler(keras.callbacks.Callback):
     Example:
 
     ```python
-    # Ramp the distillation term up over the first 5 epochs.
-    ramp = jk.callbacks.LossWeightScheduler(
-        lambda epoch, w: {"distillation": min(1.0, (epoch + 1) / 5)}
+    model = jk.JointModel(
+        {
+            "a": keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)]),
+            "b": keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)]),
+        }
     )
-    model.fit(x, y, epochs=10, callbacks=[ramp])
+    model.compile(optimizer="adam", loss="mse")
+    # Ramp task "b" up over the first 5 epochs.
+    ramp = jk.callbacks.LossWeightScheduler(
+        lambda epoch, w: {"b": min(1.0, (epoch + 1) / 5)}
+    )
+    x, y = np.random.rand(64, 4), np.random.rand(64, 1)
+    model.fit(x, y, epochs=10, callbacks=[ramp], verbose=0)
+    model.task_weights  # {"a": 1.0, "b": 1.0}
     ```
     """
 
@@ -73,7 +82,18 @@ class BackupAndRestore(_compat.AtomicBackupMetadata, keras.callbacks.BackupAndRe
     Example:
 
     ```python
-    model.fit(x, y, epochs=10, callbacks=[jk.callbacks.BackupAndRestore("ckpt")])
+    import tempfile
+
+    model = jk.JointModel(
+        {
+            "a": keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)]),
+            "b": keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)]),
+        }
+    )
+    model.compile(optimizer="adam", loss="mse")
+    x, y = np.random.rand(64, 4), np.random.rand(64, 1)
+    backup = jk.callbacks.BackupAndRestore(tempfile.mkdtemp())
+    model.fit(x, y, epochs=3, callbacks=[backup], verbose=0)
     ```
     """
 

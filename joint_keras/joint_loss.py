@@ -55,11 +55,16 @@ class JointLoss:
         # One value per sample: reduced (and sample-weighted) like a Keras loss.
         return keras.ops.mean(keras.ops.square(y_pred["a"] - y_pred["b"]), axis=-1)
 
+    a = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    b = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model = jk.JointModel({"a": a, "b": b})
     model.compile(
         optimizer="adam",
         loss="mse",
         joint_losses=[jk.JointLoss(agreement, weight=0.5)],
     )
+    history = model.fit(np.random.rand(64, 4), np.random.rand(64, 1), verbose=0)
+    history.history["agreement_loss"]  # the term, unweighted
     ```
     """
 

@@ -57,15 +57,20 @@ class JointModel(_compat.TrainerFixes, _saving.SavingMixin, keras.Model):
     Example:
 
     ```python
-    model = jk.JointModel({"model1": m1, "model2": m2})
+    def mlp(units):
+        layers = [keras.layers.Dense(units, "relu"), keras.layers.Dense(1)]
+        return keras.Sequential([keras.Input((8,)), *layers])
+
+    x, y = np.random.rand(256, 8), np.random.rand(256, 1)
+    model = jk.JointModel({"model1": mlp(32), "model2": mlp(16)})
     model.compile(
         optimizer="adam",
         loss={"model1": "mse", "model2": "mae"},
         loss_weights={"model1": 0.7, "model2": 0.3},
         metrics={"model1": ["mae"], "model2": ["mse"]},
     )
-    model.fit(x, y, epochs=3, validation_split=0.2)
-    predictions = model.predict(x)  # {"model1": array, "model2": array}
+    model.fit(x, y, epochs=3, validation_split=0.2, verbose=0)
+    predictions = model.predict(x, verbose=0)  # {"model1": array, "model2": array}
     ```
     """
 
@@ -153,9 +158,13 @@ class JointModel(_compat.TrainerFixes, _saving.SavingMixin, keras.Model):
                 updated once per step, by the first of them that has one.
             loss: Keras loss(es); a submodel without one has none.
             loss_weights: Non-negative finite weights; default 1.0.
-            metrics, weighted_metrics: Logged as `{name}_{metric}`.
-            run_eagerly, steps_per_execution, jit_compile, auto_scale_loss:
-                As in `keras.Model.compile`.
+            metrics: Keras metrics, logged as `{name}_{metric}`.
+            weighted_metrics: Keras metrics weighted by `sample_weight`,
+                logged as `{name}_{metric}`.
+            run_eagerly: As in `keras.Model.compile`.
+            steps_per_execution: As in `keras.Model.compile`.
+            jit_compile: As in `keras.Model.compile`.
+            auto_scale_loss: As in `keras.Model.compile`.
             joint_losses: List of `jk.JointLoss` (or callables
                 `fn(y_true, y_pred)`) over several submodels' outputs.
             update_every: `{name: k}` (update on steps 0, k, 2k, ...) or

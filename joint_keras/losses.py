@@ -45,6 +45,28 @@ class MutualKL(JointLoss):
         name: Log name. Defaults to `"mutual_kl"`.
         updates: Optional list of the submodels this term updates (see
             `jk.JointLoss`). Defaults to all it reaches.
+
+    Example:
+
+    ```python
+    def classifier(hidden):
+        return keras.Sequential(
+            [
+                keras.Input((8,)),
+                keras.layers.Dense(hidden, activation="relu"),
+                keras.layers.Dense(3),
+            ]
+        )
+
+    x, y = np.random.rand(128, 8), np.random.randint(0, 3, size=(128,))
+    model = jk.JointModel({"a": classifier(32), "b": classifier(16)})
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        joint_losses=[jk.losses.MutualKL(["a", "b"], from_logits=True)],
+    )
+    model.fit(x, y, epochs=2, verbose=0)  # logs mutual_kl_loss
+    ```
     """
 
     def __init__(
@@ -120,6 +142,13 @@ class Distillation(JointLoss):
     Example:
 
     ```python
+    def classifier():
+        return keras.Sequential(
+            [keras.Input((8,)), keras.layers.Dense(3, activation="softmax")]
+        )
+
+    teacher, student = classifier(), classifier()  # a trained teacher, in practice
+    x, y = np.random.rand(128, 8), np.random.randint(0, 3, size=(128,))
     teacher.trainable = False
     model = jk.JointModel({"teacher": teacher, "student": student})
     model.compile(
@@ -129,7 +158,7 @@ class Distillation(JointLoss):
             jk.losses.Distillation("teacher", "student", temperature=4.0)
         ],
     )
-    model.fit(x, {"student": y}, epochs=3)
+    model.fit(x, {"student": y}, epochs=3, verbose=0)
     ```
     """
 
@@ -211,6 +240,9 @@ class Consistency(JointLoss):
     Example:
 
     ```python
+    a = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    b = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    x, y = np.random.rand(64, 4), np.random.rand(64, 1)
     model = jk.JointModel({"a": a, "b": b})
     model.compile(
         optimizer="adam",
@@ -218,7 +250,7 @@ class Consistency(JointLoss):
         joint_losses=[jk.losses.Consistency(["a", "b"], loss="mae", weight=0.1)],
     )
     # Only `a` has targets; `b` learns from agreeing with `a`.
-    model.fit(x, {"a": y}, epochs=3)
+    model.fit(x, {"a": y}, epochs=3, verbose=0)
     ```
     """
 
@@ -295,6 +327,11 @@ class InfoNCE(JointLoss):
     Example:
 
     ```python
+    def tower(features):
+        return keras.Sequential([keras.Input((features,)), keras.layers.Dense(16)])
+
+    user_tower, item_tower = tower(6), tower(10)
+    user_features, item_features = np.random.rand(512, 6), np.random.rand(512, 10)
     model = jk.JointModel({"user_tower": user_tower, "item_tower": item_tower})
     model.compile(
         optimizer="adam",
@@ -302,7 +339,7 @@ class InfoNCE(JointLoss):
     )
     # Row i of `user_features` interacted with row i of `item_features`.
     x = {"user_tower": user_features, "item_tower": item_features}
-    model.fit(x, None, batch_size=256, epochs=3)
+    model.fit(x, None, batch_size=256, epochs=3, verbose=0)
     ```
     """
 
@@ -464,6 +501,21 @@ class GradientPenalty(JointLoss):
     Example:
 
     ```python
+    def critic_loss(y_true, y_pred):
+        fake, real = keras.ops.split(y_pred["critic"], 2)  # Concat's two halves
+        return keras.ops.mean(fake) - keras.ops.mean(real)
+
+
+    def generator_loss(y_true, y_pred):
+        fake, _ = keras.ops.split(y_pred["critic"], 2)
+        return -keras.ops.mean(fake)
+
+
+    gen = keras.Sequential([keras.Input((128,)), keras.layers.Dense(2)])
+    critic = keras.Sequential(
+        [keras.Input((2,)), keras.layers.Dense(16, "relu"), keras.layers.Dense(1)]
+    )
+    real_images = np.random.normal(size=(128, 2))  # 2-D points here
     wgan = jk.JointModel(
         {"gen": gen, "critic": critic},
         inputs={"gen": jk.Noise((128,)), "critic": jk.Concat("gen", jk.INPUT)},
@@ -477,7 +529,7 @@ class GradientPenalty(JointLoss):
         ],
         alternate=["critic"] * 5 + ["gen"],
     )
-    wgan.fit(real_images, None, batch_size=64, epochs=10)
+    wgan.fit(real_images, None, batch_size=64, epochs=1, verbose=0)
     ```
     """
 

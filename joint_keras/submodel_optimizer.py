@@ -41,6 +41,22 @@ class SubmodelOptimizer(keras.optimizers.MultiOptimizer):
             named are updated on every step.
         name: String. Defaults to `"submodel_optimizer"`.
         **kwargs: Passed to `keras.optimizers.MultiOptimizer`.
+
+    Example:
+
+    ```python
+    gen = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    disc = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model = jk.JointModel({"gen": gen, "disc": disc}, inputs={"disc": "gen"})
+    model.compile(
+        # Builds a jk.SubmodelOptimizer; the discriminator moves every other step.
+        optimizer={"gen": keras.optimizers.Adam(2e-4), "disc": "sgd"},
+        loss={"disc": "mse"},
+        update_every={"disc": 2},
+    )
+    model.fit(np.random.rand(64, 4), {"disc": np.random.rand(64, 1)}, verbose=0)
+    [o.iterations for o in model.optimizer.optimizers]  # 2 steps and 1
+    ```
     """
 
     def __init__(
