@@ -76,7 +76,7 @@ def vectorized(per_task_gradients, num_tasks, at_representation):
     `per_task_gradients`.
 
     On `"auto"`, as measured on CPU by `benchmarks/weighting_step_time.py`
-    at 2, 4 and 8 tasks (README): on the shared variables one pass per task
+    at 2, 4 and 8 tasks (docs/benchmarks.md): on the shared variables one pass per task
     is never slower on any backend (and 2.3x faster with JAX at 8 tasks);
     at a shared representation the vectorized pass is faster at 4 and 8
     tasks, not at 2, so it is taken from 3 tasks on. On a GPU or TPU, the

@@ -46,7 +46,8 @@ class JointModel(_compat.TrainerFixes, _saving.SavingMixin, keras.Model):
     Args:
         submodels: Dict mapping a name to a `keras.Model`, or a list of
             models named by their `.name`. A name may not be `"val"` or
-            start with `"val_"` (it would collide with validation logs).
+            start with `"val_"`, nor contain `"/"` (it would collide in the
+            logs).
         inputs: Optional dict mapping a submodel name to what it takes as
             input: another submodel's output (its name), `jk.INPUT` (its
             entry of `x`, the default), `jk.Noise(shape)`, `jk.Concat(...)`
@@ -146,11 +147,11 @@ class JointModel(_compat.TrainerFixes, _saving.SavingMixin, keras.Model):
     ):
         """Configures the joint model for training.
 
-        `loss`, `loss_weights`, `metrics`, `weighted_metrics` and
-        `optimizer` take one value for every submodel, a dict keyed by
-        submodel name, or a list in submodel order (for `metrics`, a list
-        of lists); a multi-output submodel's entry may be nested by output,
-        as in `keras.Model.compile`.
+        `loss`, `loss_weights`, `metrics` and `weighted_metrics` take one
+        value for every submodel, a dict keyed by submodel name, or a list
+        in submodel order (for `metrics`, a list of lists); a multi-output
+        submodel's entry may be nested by output, as in
+        `keras.Model.compile`. `optimizer` takes one optimizer or a dict.
 
         Args:
             optimizer: Optimizer (name or instance), or a dict giving

@@ -2,8 +2,9 @@
 graph, alternating updates, fresh noise and a gradient penalty, step for
 step against the originals.
 
-The reference on TensorFlow is keras.io's `train_step` (a `GradientTape` per
-update); on JAX and PyTorch a hand-written step with the same math. Both
+The DCGAN's reference on TensorFlow is keras.io's `train_step` (a
+`GradientTape` per update); the WGAN-GP's on every backend, and the DCGAN's
+on JAX and PyTorch, a hand-written step with the same math. Both
 draw their noise from seed generators seeded as the port's, in the same
 order, from the same initial weights.
 """
