@@ -166,7 +166,7 @@ class AtomicBackupMetadata:
         import json
         import os
 
-        from joint_keras import _saving
+        from joint_keras._saving import saving as _saving
 
         os.makedirs(self.backup_dir, exist_ok=True)
         if self.double_checkpoint and os.path.exists(self._weights_path):

@@ -6,20 +6,20 @@ import types
 import keras
 
 from joint_keras import _compat
-from joint_keras import _inputs
-from joint_keras import _saving
-from joint_keras import _serialization
-from joint_keras import _spec
-from joint_keras import _step
-from joint_keras import _updates
 from joint_keras import backend
 from joint_keras import callbacks as callbacks_module
-from joint_keras._graph import SubmodelGraph
-from joint_keras._representation import for_model as representation_for
-from joint_keras._submodel_metrics import SubmodelMetrics
-from joint_keras._task_losses import TaskLosses
-from joint_keras._task_losses import step_losses
-from joint_keras._variables import VariableIndex
+from joint_keras._compile import spec as _spec
+from joint_keras._graph import inputs as _inputs
+from joint_keras._graph.graph import SubmodelGraph
+from joint_keras._graph.representation import for_model as representation_for
+from joint_keras._logs.submodel_metrics import SubmodelMetrics
+from joint_keras._saving import saving as _saving
+from joint_keras._saving import serialization as _serialization
+from joint_keras._step import step as _step
+from joint_keras._step import updates as _updates
+from joint_keras._step.task_losses import TaskLosses
+from joint_keras._step.task_losses import step_losses
+from joint_keras._step.variables import VariableIndex
 from joint_keras.submodel_optimizer import build_optimizer
 from joint_keras.submodel_optimizer import check_accumulation
 

@@ -8,8 +8,8 @@ gives) or logits (`from_logits=True`).
 import keras
 from keras import ops
 
-from joint_keras._checks import MAX_SEED
-from joint_keras._checks import check_number
+from joint_keras._compile.checks import MAX_SEED
+from joint_keras._compile.checks import check_number
 from joint_keras.joint_loss import JointLoss
 
 
@@ -544,7 +544,7 @@ class GradientPenalty(JointLoss):
         name="gradient_penalty",
         updates=None,
     ):
-        from joint_keras._graph import INPUT
+        from joint_keras._graph.graph import INPUT
 
         self.critic = _check_name(critic, "critic")
         self.fake = _check_name(fake, "fake")

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from joint_keras._checks import check_keys
+from joint_keras._compile.checks import check_keys
 
 
 @keras.saving.register_keras_serializable(package="joint_keras")
@@ -84,7 +84,7 @@ class SubmodelOptimizer(keras.optimizers.MultiOptimizer):
     def apply(self, grads, trainable_variables=None):
         """Applies each gradient with its variable's optimizer. Update
         schedules are applied by the joint model's step, which knows which
-        variables a step moves (`joint_keras/_gates.py`)."""
+        variables a step moves (`joint_keras/_step/gates.py`)."""
         if trainable_variables is None:
             trainable_variables = self.built_variables
         trainable_variables = list(trainable_variables)

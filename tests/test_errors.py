@@ -157,7 +157,7 @@ def test_supervised_losses_without_targets_raise_on_every_backend(method):
 
 def test_gradient_cosine_logs_are_unambiguous_names():
     # `grad_cos_{a}_{b}` could not tell (a_b, c) from (a, b_c).
-    from joint_keras._trackers import cosine_pair_name
+    from joint_keras._logs.trackers import cosine_pair_name
 
     assert cosine_pair_name("a_b", "c") != cosine_pair_name("a", "b_c")
     with pytest.raises(ValueError, match="may not contain '/'"):

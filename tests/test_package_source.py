@@ -97,6 +97,14 @@ def test_module_sizes():
         assert lines[name] <= 190, (name, lines[name])
 
 
+def test_private_modules_are_grouped_by_stage():
+    # The tree shows the pipeline: private modules live in the folder of the
+    # stage they serve (_compile, _graph, _step, _logs, _saving), the one
+    # compat module aside.
+    top = sorted(p.name for p in PACKAGE.glob("_*.py") if p.name != "__init__.py")
+    assert top == ["_compat.py"], top
+
+
 def test_backend_modules_have_the_same_public_functions():
     def public(path):
         tree = ast.parse(path.read_text())

@@ -1,6 +1,6 @@
 """The backend-specific part of a joint model's step, one module per backend.
 
-The step itself (`joint_keras/_step.py`) is written once, in `keras.ops`;
+The step itself (`joint_keras/_step/step.py`) is written once, in `keras.ops`;
 what needs a backend's own autodiff or training loop is here. The backend is
 chosen once, at import, as Keras chooses it. Every module has the same
 functions:

@@ -6,8 +6,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from joint_keras._checks import check_task_weights
-from joint_keras._checks import format_names
+from joint_keras._compile.checks import check_task_weights
+from joint_keras._compile.checks import format_names
 from joint_keras.weighting._presence import over_present_tasks
 
 PER_TASK_GRADIENTS = ("auto", "vectorized", "sequential")

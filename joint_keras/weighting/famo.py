@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from joint_keras._checks import check_number
+from joint_keras._compile.checks import check_number
 from joint_keras.weighting.base import Weighting
 
 EPSILON = 1e-8  # added to the losses, as in the authors' code

@@ -3,8 +3,8 @@
 import keras
 from keras import ops
 
-from joint_keras._checks import MAX_SEED
-from joint_keras._checks import check_number
+from joint_keras._compile.checks import MAX_SEED
+from joint_keras._compile.checks import check_number
 from joint_keras.weighting.base import Coefficients
 from joint_keras.weighting.base import Weighting
 

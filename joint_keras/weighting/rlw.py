@@ -2,8 +2,8 @@
 
 import keras
 
-from joint_keras._checks import MAX_SEED
-from joint_keras._checks import check_number
+from joint_keras._compile.checks import MAX_SEED
+from joint_keras._compile.checks import check_number
 from joint_keras.weighting.base import Weighting
 
 

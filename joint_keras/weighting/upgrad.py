@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from joint_keras._checks import check_number
+from joint_keras._compile.checks import check_number
 from joint_keras.linalg import normalize_gram
 from joint_keras.linalg import project_to_dual_cone
 from joint_keras.weighting.base import Coefficients

@@ -11,11 +11,11 @@ come from that one pass:
 - `gradient_step`: gradient-level weighting. The per-task gradients on the
   shared variables (or representation), the strategy's coefficients from
   their Gram matrix, then one gradient of the rest (see
-  `joint_keras/_combine.py`).
+  `joint_keras/_step/combine.py`).
 
 A variable gets an update only where a term of the step reaches it: every
 backend reports no gradient (`None`) for a variable the differentiated
-terms do not depend on, and `joint_keras/_updates.py` decides which of the
+terms do not depend on, and `joint_keras/_step/updates.py` decides which of the
 others move (labels, schedules, a strategy's finite state).
 """
 
@@ -24,14 +24,14 @@ import functools
 import keras
 from keras import ops
 
-from joint_keras import _combine
-from joint_keras import _gates
-from joint_keras import _targets
-from joint_keras import _task_losses
-from joint_keras import _updates
-from joint_keras import _variables
 from joint_keras import backend
-from joint_keras._task_losses import EVERYTHING
+from joint_keras._step import combine as _combine
+from joint_keras._step import gates as _gates
+from joint_keras._step import targets as _targets
+from joint_keras._step import task_losses as _task_losses
+from joint_keras._step import updates as _updates
+from joint_keras._step import variables as _variables
+from joint_keras._step.task_losses import EVERYTHING
 
 # The forward pass's output holding the terms of group `()` that are not a
 # submodel's own loss (`StepLosses.unflagged`): what they reach is not

@@ -18,8 +18,8 @@ Both give `probe_shapes(model, x)` (the shape of each probe) and
 
 import keras
 
-from joint_keras import _inputs
-from joint_keras import _variables
+from joint_keras._graph import inputs as _inputs
+from joint_keras._step import variables as _variables
 
 
 def for_model(model, name):

@@ -6,8 +6,8 @@ from keras import ops
 from keras import tree
 
 from joint_keras import _compat
-from joint_keras._checks import check_keys
-from joint_keras._checks import format_names
+from joint_keras._compile.checks import check_keys
+from joint_keras._compile.checks import format_names
 
 _MASKED_TARGET_KEYS = {"target", "mask"}
 

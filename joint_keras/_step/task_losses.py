@@ -6,13 +6,13 @@ from typing import NamedTuple
 import keras
 from keras import ops
 
-from joint_keras import _combine
 from joint_keras import _compat
-from joint_keras import _targets
-from joint_keras import _variables
 from joint_keras import backend
-from joint_keras._trackers import LossTrackers
-from joint_keras._trackers import TotalLoss
+from joint_keras._logs.trackers import LossTrackers
+from joint_keras._logs.trackers import TotalLoss
+from joint_keras._step import combine as _combine
+from joint_keras._step import targets as _targets
+from joint_keras._step import variables as _variables
 from joint_keras.weighting.base import Weighting
 
 # The routing group of the terms that update every variable they reach.

@@ -12,8 +12,8 @@ which submodels are frozen: Keras restores a `Sequential` saved with
 
 import keras
 
-from joint_keras import _checks
-from joint_keras import _variables
+from joint_keras._compile import checks as _checks
+from joint_keras._step import variables as _variables
 
 
 def standardize_submodels(submodels):

@@ -2,7 +2,7 @@
 
 import keras
 
-from joint_keras._checks import format_names
+from joint_keras._compile.checks import format_names
 
 
 def route(inputs, submodels):

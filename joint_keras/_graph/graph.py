@@ -20,7 +20,7 @@ Each submodel runs once per forward pass, after the submodels it reads.
 import keras
 from keras import ops
 
-from joint_keras._checks import format_names
+from joint_keras._compile.checks import format_names
 
 
 @keras.saving.register_keras_serializable(package="joint_keras")

@@ -1,5 +1,5 @@
 """Applying an update that moves some variables only where a flag holds,
-leaving all their state alone otherwise (`joint_keras/_updates.py` says
+leaving all their state alone otherwise (`joint_keras/_step/updates.py` says
 which).
 
 Written as a select, not a branch, so that it traces the same way under

@@ -4,7 +4,7 @@ import keras
 from keras import tree
 
 from joint_keras import _compat
-from joint_keras import _targets
+from joint_keras._step import targets as _targets
 
 
 class SubmodelMetrics(_compat.MetricsList):

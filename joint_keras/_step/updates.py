@@ -15,12 +15,12 @@ where a flag (a boolean tensor) holds, as `gates` returns them:
   moves in a step whose losses are not finite.
 
 A variable that does not move keeps its optimizer state too
-(`joint_keras/_gates.py`).
+(`joint_keras/_step/gates.py`).
 """
 
 from keras import ops
 
-from joint_keras._gates import any_of
+from joint_keras._step.gates import any_of
 from joint_keras.submodel_optimizer import schedule_flags
 
 

@@ -8,10 +8,10 @@ its own.
 from typing import NamedTuple
 
 from joint_keras import weighting as weighting_module
-from joint_keras._checks import check_keys
-from joint_keras._checks import check_name
-from joint_keras._checks import check_weight
-from joint_keras._checks import format_names
+from joint_keras._compile.checks import check_keys
+from joint_keras._compile.checks import check_name
+from joint_keras._compile.checks import check_weight
+from joint_keras._compile.checks import format_names
 from joint_keras.joint_loss import JointLoss
 
 MISSING_LABEL_MODES = (None, "nan")

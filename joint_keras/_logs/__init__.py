@@ -1,0 +1,3 @@
+"""What a step logs: the loss trackers (`trackers`) and the submodels'
+metrics (`submodel_metrics`).
+"""
